@@ -1,0 +1,4 @@
+"""spark.core — see docs/ARCHITECTURE.md."""
+
+if __name__ != "spark.core":  # pragma: no cover - guards against `import core` from a checkout
+    raise ImportError("this folder is installed as 'spark.core'; import it under that name")
