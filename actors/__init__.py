@@ -1,4 +1,4 @@
 """spark.actors — see docs/ARCHITECTURE.md."""
 
-if __name__ != "spark.actors":  # pragma: no cover - guards against `import actors` from a checkout
+if __name__ != "spark.actors":  # pragma: no cover - bare import
     raise ImportError("this folder is installed as 'spark.actors'; import it under that name")

@@ -1,6 +1,6 @@
 """spark.config — the ``spark.toml`` schema, its loader and the environment's secrets."""
 
-if __name__ != "spark.config":  # pragma: no cover - guards against `import config` from a checkout
+if __name__ != "spark.config":  # pragma: no cover - bare import
     raise ImportError("this folder is installed as 'spark.config'; import it under that name")
 
 from spark.config.errors import ConfigError, Problem

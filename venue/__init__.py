@@ -1,4 +1,4 @@
 """spark.venue — see docs/ARCHITECTURE.md."""
 
-if __name__ != "spark.venue":  # pragma: no cover - guards against `import venue` from a checkout
+if __name__ != "spark.venue":  # pragma: no cover - bare import
     raise ImportError("this folder is installed as 'spark.venue'; import it under that name")

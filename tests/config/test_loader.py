@@ -192,8 +192,9 @@ def test_non_positive_notional_is_always_rejected(value: int) -> None:
 
 @given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12))
 def test_any_unknown_key_is_an_error(key: str) -> None:
-    from spark.config.schema import RiskConfig
     import attrs
+
+    from spark.config.schema import RiskConfig
 
     if key in {f.name for f in attrs.fields(RiskConfig)}:
         return
