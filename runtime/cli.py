@@ -52,6 +52,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from spark.runtime.process import run_from_config
+
+    return run_from_config(args.config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spark-runtime",
@@ -68,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
                        help=f"config file (default: {DEFAULT_CONFIG})")
 
-    p = add("run", "Run the supervised runtime until SIGTERM/SIGINT.", _not_built("run"))
+    p = add("run", "Run the supervised runtime until SIGTERM/SIGINT.", cmd_run)
     config_flag(p)
 
     p = add("check-config", "Validate a config file (exit 0 ok, 2 with one line per problem).",
