@@ -58,6 +58,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_from_config(args.config)
 
 
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from spark.runtime.ctl import run_ctl
+
+    return run_ctl(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spark-runtime",
@@ -88,13 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     config_flag(p)
 
     ctl = add("ctl", "Client for the control port (SPARK_CONTROL_URL, SPARK_CONTROL_TOKEN).",
-              _not_built("ctl"))
-    ctl.add_argument("--json", action="store_true", help="print JSON for scripts")
+              cmd_ctl)
+    ctl.add_argument("--json", action="store_true", default=False,
+                     help="print JSON for scripts")
     ctl_sub = ctl.add_subparsers(dest="ctl_command", metavar="ACTION", required=True)
 
     def ctl_add(name: str, help_text: str) -> argparse.ArgumentParser:
         q = ctl_sub.add_parser(name, help=help_text, description=help_text)
-        q.add_argument("--json", action="store_true", help="print JSON for scripts")
+        q.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print JSON for scripts")
         return q
 
     ctl_add("status", "Runtime health, trading state, breaker and kill switch.")

@@ -190,3 +190,33 @@ def test_refuses_a_public_bind_without_tokens(tmp_path: Path) -> None:
                             env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
     assert "token" in result.stderr.lower()
+
+
+def test_ctl_status_and_kill_switch(start_runtime: Start) -> None:
+    import json
+    import subprocess
+    import sys
+
+    rt = start_runtime().wait_ready()
+    env = {"PATH": "/usr/bin:/bin", "SPARK_CONTROL_URL": rt.control_url,
+           "SPARK_CONTROL_TOKEN": ADMIN_TOKEN}
+
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "spark.runtime.cli", "ctl", *args],
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    status = ctl("status")
+    assert status.returncode == 0, status.stderr
+    assert "kill_switch: no" in status.stdout and "ops.control_port" in status.stdout
+    assert ctl("kill-switch", "on").returncode == 0
+    data = json.loads(ctl("status", "--json").stdout)
+    assert data["kill_switch"] is True
+    assert json.loads(ctl("--json", "kill-switch", "off").stdout)["engaged"] is False
+    denied = subprocess.run([sys.executable, "-m", "spark.runtime.cli", "ctl", "kill-switch", "on"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**env, "SPARK_CONTROL_TOKEN": "nope-nope-nope-nope"})
+    assert denied.returncode == 1 and "401" in denied.stderr
+    unreachable = subprocess.run([sys.executable, "-m", "spark.runtime.cli", "ctl", "status"],
+                                 capture_output=True, text=True, timeout=60,
+                                 env={**env, "SPARK_CONTROL_URL": "http://127.0.0.1:9"})
+    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
