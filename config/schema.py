@@ -211,6 +211,11 @@ class VenueSymbolConfig:
     spread_ticks: int = setting(1, "Best ask minus best bid, in ticks.", checks.ge(1))
     depth_qty: Decimal = setting(Decimal(1), "Quantity at each book level.", checks.gt(0))
     depth_levels: int = setting(10, "Book levels on each side.", checks.ge(1))
+    min_price: Decimal = setting(Decimal(0), "PRICE_FILTER minPrice (0 = one tick).", checks.ge(0))
+    max_price: Decimal = setting(Decimal(1000000), "PRICE_FILTER maxPrice.", checks.gt(0))
+    max_num_orders: int = setting(200, "MAX_NUM_ORDERS: open orders per symbol.", checks.ge(1))
+    base_asset: str = setting("", "Base asset (empty = from the symbol, e.g. BTC).")
+    quote_asset: str = setting("", "Quote asset (empty = from the symbol, e.g. USDT).")
 
 
 def _default_symbols() -> dict[str, VenueSymbolConfig]:

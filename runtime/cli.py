@@ -58,6 +58,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_from_config(args.config)
 
 
+def cmd_venue(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from spark.venue import run_venue_cli
+
+    venue_config = None
+    if args.config is not None or Path(DEFAULT_CONFIG).exists():
+        try:
+            venue_config = load(args.config or DEFAULT_CONFIG).config.venue
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return EXIT_USAGE
+    return run_venue_cli(args.host, args.port, args.seed, venue_config)
+
+
 def cmd_ctl(args: argparse.Namespace) -> int:
     from spark.runtime.ctl import run_ctl
 
@@ -87,11 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_check_config)
     config_flag(p)
 
-    p = add("venue", "Run the simulated Binance venue alone.", _not_built("venue"))
+    p = add("venue", "Run the simulated Binance venue alone.", cmd_venue)
     p.add_argument("--host", default=None, help="address (default: [venue] host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: [venue] port, 9400)")
     p.add_argument("--seed", type=int, default=None, help="seed of prices and faults")
-    config_flag(p)
+    p.add_argument("-c", "--config", default=None,
+                   help="take [venue] from this file (default: spark.toml if present)")
 
     ctl = add("ctl", "Client for the control port (SPARK_CONTROL_URL, SPARK_CONTROL_TOKEN).",
               cmd_ctl)

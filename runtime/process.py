@@ -18,6 +18,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from functools import partial
+
 import attrs
 import trio
 
@@ -32,6 +34,7 @@ from spark.runtime.sdnotify import SdNotifier
 from spark.runtime.signals import handle_signals
 from spark.supervision import (
     Backoff,
+    ChildContext,
     ChildSpec,
     ChildState,
     Intensity,
@@ -102,6 +105,8 @@ class Runtime:
         self.export_api: ExportApi | None = None
         self.reconciliation_api: ReconciliationApi | None = None
         self._observer = MetricsObserver(self.metrics)
+        # In sim mode the runtime starts its own venue unless rest_url names a running one.
+        self.embedded_venue = cfg.exchange.mode == "sim" and not cfg.exchange.rest_url
         self._extra_children = tuple(extra_children)
         self._stop_reason: str | None = None
         self._forced = False
@@ -122,9 +127,21 @@ class Runtime:
             backoff=self._backoff(),
             observer=self._observer,
         )
+        top = [self.ops.as_child_spec()]
+        if self.embedded_venue:
+            self.sim = Supervisor(
+                "sim",
+                [self._venue_child()],
+                strategy=Strategy.ONE_FOR_ONE,
+                intensity=self._intensity(),
+                backoff=self._backoff(),
+                observer=self._observer,
+            )
+            top.append(self.sim.as_child_spec())
+        top.append(self.trading.as_child_spec())
         self.root = Supervisor(
             "process",
-            [self.ops.as_child_spec(), self.trading.as_child_spec()],
+            top,
             strategy=Strategy.ONE_FOR_ONE,
             intensity=Intensity(max_restarts=0, within_s=1.0),
             observer=self._observer,
@@ -154,6 +171,31 @@ class Runtime:
         from spark.runtime.control_child import control_port_spec
 
         return [control_port_spec(self)]
+
+    def _venue_child(self) -> ChildSpec:
+        """The simulated venue, on a loopback port that stays the same across restarts."""
+        from spark.venue import serve
+
+        cfg = self.settings.config
+        venue_cfg = attrs.evolve(cfg.venue, api_key=self.settings.secrets.sim_api_key)
+        secret = self.settings.secrets.sim_api_secret
+
+        async def run_venue(
+            ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        ) -> None:
+            bound = venue_cfg
+            if self.venue_url is not None:
+                bound = attrs.evolve(venue_cfg, port=int(self.venue_url.rsplit(":", 1)[1]))
+            async with trio.open_nursery() as nursery:
+                self.venue_url = await nursery.start(
+                    partial(serve, bound, api_secret=secret.reveal())
+                )
+                task_status.started()
+                await ctx.wait_stop()
+                nursery.cancel_scope.cancel()
+
+        return ChildSpec(name="venue", entry=run_venue, restart=Restart.PERMANENT,
+                         shutdown_deadline_s=cfg.supervision.shutdown_deadline_s)
 
     def _trading_children(self) -> list[ChildSpec]:
         return list(self._extra_children)

@@ -220,3 +220,36 @@ def test_ctl_status_and_kill_switch(start_runtime: Start) -> None:
                                  capture_output=True, text=True, timeout=60,
                                  env={**env, "SPARK_CONTROL_URL": "http://127.0.0.1:9"})
     assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+
+
+def test_sim_mode_runs_the_venue_in_process(start_runtime: Start) -> None:
+    import httpx
+
+    rt = start_runtime().wait_ready()
+    health = rt.health()
+    url = health["venue"]["url"]
+    assert url.startswith("http://127.0.0.1:") and url == rt.venue_url
+    assert health["actors"]["sim.venue"]["state"] == "running"
+    ping = httpx.get(f"{url}/api/v3/ping", timeout=10)
+    assert ping.status_code == 200 and ping.json() == {}
+    assert "x-mbx-used-weight-1m" in ping.headers
+
+
+def test_venue_command_serves_alone(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "spark.runtime.cli", "venue", "--port", "0",
+                             "--seed", "7"], cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+                            env={"PATH": "/usr/bin:/bin"})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.split(" on ", 1)[1].split()[0]
+        info = httpx.get(f"{url}/api/v3/exchangeInfo", timeout=10).json()
+        assert {s["symbol"] for s in info["symbols"]} >= {"BTCUSDT", "ETHUSDT", "BNBUSDT"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
