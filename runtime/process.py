@@ -16,9 +16,8 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
