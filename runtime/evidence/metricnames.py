@@ -13,8 +13,10 @@ it only needs to find the runtime's own series, and those all carry one of the t
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,6 +27,7 @@ __all__ = [
     "metric_names",
     "missing_names",
     "rule_exprs",
+    "used_metric_names",
 ]
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
@@ -102,3 +105,29 @@ def rule_exprs(rules: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         for rule in group.get("rules", []):
             name = rule.get("alert") or rule.get("record") or "?"
             yield str(name), str(rule.get("expr", ""))
+
+
+def used_metric_names(
+    folder: str | Path, load_yaml: Callable[[str], Any] | None = None,
+) -> dict[str, frozenset[str]]:
+    """``"file: where" → metric names`` for every expression in ``folder``'s dashboards
+    (``*.json``) and, given a YAML loader (``yaml.safe_load``; the runtime itself does not
+    depend on PyYAML), its rule files (``*.yml`` with ``groups:``).
+
+    For a check against a live scrape::
+
+        used = set().union(*used_metric_names("dashboards", yaml.safe_load).values())
+        assert missing_names(used, scraped_text) == []
+    """
+    found: dict[str, frozenset[str]] = {}
+    root = Path(folder)
+    for path in sorted(root.glob("*.json")):
+        for where, expr in dashboard_exprs(json.loads(path.read_text())):
+            found[f"{path.name}: {where}"] = metric_names(expr)
+    if load_yaml is not None:
+        for path in sorted(root.glob("*.yml")):
+            doc = load_yaml(path.read_text())
+            if isinstance(doc, Mapping) and "groups" in doc:
+                for name, expr in rule_exprs(doc):
+                    found[f"{path.name}: {name}"] = metric_names(expr)
+    return found

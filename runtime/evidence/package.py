@@ -41,6 +41,7 @@ from typing import IO, Any
 
 import attrs
 
+from spark.config.schema import SparkConfig
 from spark.core.secret import Secret
 from spark.runtime.evidence.errors import InvalidPackageInput
 from spark.runtime.evidence.redact import redact_config
@@ -101,7 +102,7 @@ def build_package(
     metrics_text: str,
     audit: Sequence[Mapping[str, Any]],
     trades_csv_chunks: Iterable[bytes],
-    config_redacted_toml: str,
+    config_redacted_toml: str | SparkConfig,
     slo: Sequence[SloResult],
     extra_files: Mapping[str, bytes] = MappingProxyType({}),
     now: dt.datetime | None = None,
@@ -111,10 +112,11 @@ def build_package(
     """Write ``<out_dir>/<NONCE>/`` and ``<out_dir>/<NONCE>.zip``; return the folder.
 
     ``trades_csv_chunks`` is consumed once, streamed to disk (constant memory, like the export
-    it usually comes from).  ``config_redacted_toml`` is redacted again here (see
-    :func:`~spark.runtime.evidence.redact.redact_config`).  ``known_secrets`` are the values
-    the caller knows to be secret (control tokens, API secret, database password); they and
-    anything credential-shaped are scrubbed from every file.  ``source`` says in INDEX.md
+    it usually comes from).  ``config_redacted_toml`` (TOML text or the loaded config) is
+    redacted again here (see :func:`~spark.runtime.evidence.redact.redact_config`).
+    ``known_secrets`` are the values the caller knows to be secret (control tokens, API
+    secret, database password); they and anything credential-shaped are scrubbed from every
+    file.  ``source`` says in INDEX.md
     where the inputs came from (control URL, database URL — scrubbed too).  ``extra_files``
     are added under their plain names (no paths) and covered by the manifest like the rest.
     """
@@ -153,7 +155,11 @@ def build_package(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _write_zip(final, out / f"{nonce}.zip", moment)
+    try:
+        _write_zip(final, out / f"{nonce}.zip", moment)
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)  # a package is the folder and its zip
+        raise
     _fsync_dir(out)
     return final
 
@@ -424,8 +430,12 @@ def verify_package(directory: str | os.PathLike[str]) -> VerifyReport:
     zipped = verify_zip(archive)
     findings = list(report.findings)
     findings += [attrs.evolve(f, name=f"{archive.name}:{f.name}") for f in zipped.findings]
-    if zipped.ok and report.ok and _zip_manifest(archive) != (folder / MANIFEST).read_bytes():
-        findings.append(Finding(archive.name, "changed", "its manifest differs from the folder's"))
+    if zipped.ok and report.ok:
+        inside = _zip_manifest(archive)
+        here = (folder / MANIFEST).read_bytes()
+        if inside is None or _manifest_entries(inside)[0] != _manifest_entries(here)[0]:
+            findings.append(Finding(archive.name, "changed",
+                                    "its manifest differs from the folder's"))
     return VerifyReport(folder, report.checked, tuple(findings))
 
 
@@ -499,15 +509,23 @@ def _verify(path: Path, listing: _Listing) -> VerifyReport:
 
 
 def _parse_manifest(listing: _Listing) -> tuple[dict[str, str], list[Finding]]:
-    findings: list[Finding] = []
-    entries: dict[str, str] = {}
     if not listing.kinds[MANIFEST]:
-        return entries, [Finding(MANIFEST, "not_a_file", "a folder or a symlink")]
+        return {}, [Finding(MANIFEST, "not_a_file", "a folder or a symlink")]
     try:
         with listing.open(MANIFEST) as f:
             raw = f.read()
+    except OSError as exc:
+        return {}, [Finding(MANIFEST, "unreadable", str(exc))]
+    return _manifest_entries(raw)
+
+
+def _manifest_entries(raw: bytes) -> tuple[dict[str, str], list[Finding]]:
+    """name → lower-case hex digest, and what is wrong with the manifest's lines."""
+    findings: list[Finding] = []
+    entries: dict[str, str] = {}
+    try:
         text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         return entries, [Finding(MANIFEST, "unreadable", str(exc))]
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -521,8 +539,10 @@ def _parse_manifest(listing: _Listing) -> tuple[dict[str, str], list[Finding]]:
                                     f"line {number} is not '<sha256>  <name>'"))
             continue
         digest, name = match.group(1).lower(), match.group(2)
-        if ("/" in name or "\\" in name or name in (".", "..") or "\x00" in name
-                or name == MANIFEST):
+        if name == MANIFEST:
+            findings.append(Finding(MANIFEST, "malformed", f"line {number} lists the manifest"))
+            continue
+        if "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
             findings.append(Finding(name, "outside",
                                     f"manifest line {number} names a path, not a file here"))
             continue

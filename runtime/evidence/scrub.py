@@ -56,6 +56,7 @@ _EXTRA_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
 _LISTEN_KEY = re.compile(r"(?i)listen[_-]?key")
 
 
@@ -78,8 +79,9 @@ class Scrubber:
         values = {s.reveal() if isinstance(s, Secret) else s for s in known_secrets}
         spellings: set[str] = set()
         for value in filter(None, values):
-            spellings.update((value, quote(value, safe=""), quote_plus(value),
-                              json.dumps(value)[1:-1]))
+            encoded = (quote(value, safe=""), quote_plus(value))
+            spellings.update((value, json.dumps(value)[1:-1], *encoded))
+            spellings.update(_PERCENT.sub(lambda m: m.group(0).lower(), e) for e in encoded)
         self._spellings = frozenset(spellings)
         self._redactor = Redactor(spellings)
         self.redactions = 0
