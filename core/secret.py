@@ -1,44 +1,49 @@
-"""A wrapper that keeps secret strings out of reprs, logs and exception texts."""
+"""A wrapper that keeps secret strings out of reprs, logs, exception texts and files."""
 
 from __future__ import annotations
 
-from typing import Final
+import hashlib
+import hmac
+from typing import Final, NoReturn
 
 REDACTED: Final = "***"
 
 
 class Secret:
-    """Holds a secret value; only :meth:`reveal` gives it back.
+    """A string that never shows itself: ``repr``/``str``/``format`` print ``'***'``.
 
-    ``str()``/``repr()``/formatting show ``***`` so a secret that slips into a log call, an
-    f-string or an exception message is redacted by construction.
+    Pickling is refused so a secret cannot end up in a file or a queue by accident. Use
+    :meth:`reveal` at the one place that needs the value (the signer).
     """
 
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError("Secret holds a str")
         self._value = value
 
     def reveal(self) -> str:
         return self._value
 
     def __repr__(self) -> str:
-        return f"Secret({REDACTED})"
+        return "Secret('***')"
 
-    def __str__(self) -> str:
-        return REDACTED
+    __str__ = __repr__
 
     def __format__(self, spec: str) -> str:
-        return REDACTED
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(("Secret", self._value))
+        return repr(self)
 
     def __bool__(self) -> bool:
         return bool(self._value)
 
-    def __reduce__(self) -> tuple[object, ...]:
-        raise TypeError("secrets are not picklable")
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(("Secret", hashlib.sha256(self._value.encode()).digest()))
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Secret cannot be pickled")
