@@ -8,6 +8,7 @@ own resting orders are not shown in the book: they fill when the synthetic book 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -24,6 +25,8 @@ class Market:
     """Price path + synthetic book of one symbol."""
 
     __slots__ = (
+        "_ask_prices",
+        "_bid_prices",
         "_consumed",
         "ask",
         "bid",
@@ -56,6 +59,10 @@ class Market:
             bid = tick
         self.bid = bid
         self.ask = bid + self.spread_ticks * tick
+        # The level prices only change here: work them out once, not on every walk of the book.
+        self._ask_prices = tuple(self.ask + k * tick for k in range(self.depth_levels))
+        bids = (bid - k * tick for k in range(self.depth_levels))
+        self._bid_prices = tuple(itertools.takewhile(lambda p: p > 0, bids))
         self._consumed.clear()
         self.update_id += 1
 
@@ -78,14 +85,14 @@ class Market:
     # -- levels -----------------------------------------------------------------------------
     def levels(self, side: str) -> Iterator[Fill]:
         """Liquidity a taker on ``side`` meets: asks upwards for BUY, bids downwards for SELL."""
-        tick = self.spec.tick_size
-        for k in range(self.depth_levels):
-            price = self.ask + k * tick if side == "BUY" else self.bid - k * tick
-            if price <= 0:
-                return
-            left = self.depth_qty - self._consumed.get(price, ZERO)
-            if left > 0:
-                yield price, left
+        consumed = self._consumed
+        depth = self.depth_qty
+        for price in self._ask_prices if side == "BUY" else self._bid_prices:
+            used = consumed.get(price)
+            if used is None:
+                yield price, depth
+            elif used < depth:
+                yield price, depth - used
 
     def top(self, side: str) -> Fill:
         """Best (price, qty) on the book side a ``side`` taker would hit; qty 0 if empty."""
@@ -140,6 +147,8 @@ class Market:
             if price > limit if side == "BUY" else price < limit:
                 break
             available += left
+            if available >= qty:
+                break  # enough: the rest of the book cannot change the fill
         take = min(qty, available)
         return [(limit, take)] if take > 0 else []
 

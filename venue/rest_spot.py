@@ -14,6 +14,7 @@ from spark.venue import shapes
 from spark.venue.core import VenueCore
 from spark.venue.errors import (
     BadSymbol,
+    CancelRejected,
     InvalidOrderType,
     InvalidParameter,
     InvalidSide,
@@ -183,8 +184,11 @@ class SpotRest:
     def cancel_all(self, ctx: Ctx) -> Any:
         symbol = required_symbol(self.core, ctx.params)
         ctx.params.check_all_read()
+        resting = list(self.core.spot.open[symbol].values())
+        if not resting:
+            raise CancelRejected()  # Binance: -2011 "Unknown order sent." when none is open
         out = []
-        for order in list(self.core.spot.open[symbol].values()):
+        for order in resting:
             cancelled, cancel_id = self.core.spot.cancel(symbol, order.order_id, None, None,
                                                          ctx.now)
             out.append(shapes.cancel_result(cancelled, cancel_id, ctx.now))
