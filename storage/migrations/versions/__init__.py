@@ -1,0 +1,1 @@
+"""Alembic revision files (a package only so that installers ship them)."""
