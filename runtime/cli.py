@@ -74,10 +74,81 @@ def cmd_venue(args: argparse.Namespace) -> int:
     return run_venue_cli(args.host, args.port, args.seed, venue_config)
 
 
+def _database_url(args: argparse.Namespace) -> str:
+    try:
+        return load(args.config).config.database.url
+    except ConfigError as exc:
+        raise UsageError("; ".join(str(p) for p in exc.problems)) from None
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from spark.storage import commands
+    from spark.storage.errors import StorageError
+
+    url = _database_url(args)
+    try:
+        if args.db_what == "upgrade":
+            revisions = commands.db_upgrade(url)
+            print(f"database at revision {', '.join(revisions)}")
+        elif args.db_what == "backup":
+            commands.db_backup(url, args.file)
+            print(f"backed up to {args.file}")
+        else:
+            commands.db_restore(url, args.file)
+            print(f"restored from {args.file}")
+    except StorageError as exc:
+        print(f"spark-runtime db {args.db_what}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from spark.storage import commands
+    from spark.storage.errors import InvalidTimeBound, StorageError
+    from spark.storage.export import parse_time_bound
+
+    url = _database_url(args)
+    try:
+        parse_time_bound(args.since)
+        parse_time_bound(args.until)
+    except InvalidTimeBound as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        if args.output == "-":
+            stats = commands.export_trades(url, args.since, args.until, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            with open(args.output, "wb") as out:
+                stats = commands.export_trades(url, args.since, args.until, out)
+    except StorageError as exc:
+        print(f"spark-runtime export trades: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"exported {stats.rows} trades", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_ctl(args: argparse.Namespace) -> int:
     from spark.runtime.ctl import run_ctl
 
     return run_ctl(args)
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    from spark.runtime.canary import canary_main
+
+    return canary_main(args.config, symbol=args.symbol, qty=args.qty, side=args.side,
+                       arm=args.arm, confirm=args.confirm, execute=args.execute,
+                       out_dir=args.output)
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    if args.evidence_what == "verify":
+        from spark.runtime.evidence.cli import verify_main
+
+        return verify_main(args.directory)
+    from spark.runtime.evidence.build import build_main
+
+    return build_main(args.config, args.output)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,16 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("action", choices=("open", "close", "status"))
 
     p = add("canary", "The Day-0 canary: one order through the whole path, then a report.",
-            _not_built("canary"))
+            cmd_canary)
     config_flag(p)
-    p.add_argument("--symbol", default="BTCUSDT")
-    p.add_argument("--qty", default="0.00012")
+    p.add_argument("--symbol", default="BTCUSDT", help="symbol (default: BTCUSDT)")
+    p.add_argument("--qty", default="0.00012", help="quantity, base asset (default: 0.00012)")
+    p.add_argument("--side", default="BUY", choices=("BUY", "SELL"), type=str.upper,
+                   help="side of the MARKET order (default: BUY)")
     p.add_argument("--arm", action="store_true", help="1/3: allow placing a real order")
     p.add_argument("--confirm", action="store_true", help="2/3: confirm it")
     p.add_argument("--execute", action="store_true", help="3/3: send it")
-    p.add_argument("-o", "--output", default="evidence", help="evidence folder")
+    p.add_argument("-o", "--output", default="evidence",
+                   help="where the evidence package goes (default: evidence/)")
 
-    export = add("export", "Export data as CSV.", _not_built("export"))
+    export = add("export", "Export data as CSV.", cmd_export)
     export_sub = export.add_subparsers(dest="export_what", metavar="WHAT", required=True)
     q = export_sub.add_parser("trades", help="Trades as CSV, streamed.",
                               description="Trades as CSV, streamed (constant memory).")
@@ -160,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--until", default=None, help="ISO 8601 time or epoch ms")
     q.add_argument("-o", "--output", default="-", help="file (default: stdout)")
 
-    evidence = add("evidence", "Build or verify an evidence package.", _not_built("evidence"))
+    evidence = add("evidence", "Build or verify an evidence package.", cmd_evidence)
     evidence_sub = evidence.add_subparsers(dest="evidence_what", metavar="ACTION", required=True)
     q = evidence_sub.add_parser("build", help="Build a package from the running runtime.",
                                 description="Build a package from the running runtime.")
@@ -170,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Check every hash of a package.")
     q.add_argument("directory")
 
-    db = add("db", "Database migrations, backup and restore.", _not_built("db"))
+    db = add("db", "Database migrations, backup and restore.", cmd_db)
     db_sub = db.add_subparsers(dest="db_what", metavar="ACTION", required=True)
     q = db_sub.add_parser("upgrade", help="Apply migrations.", description="Apply migrations.")
     config_flag(q)

@@ -8,6 +8,8 @@ changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from spark.core.published import Published
 from spark.runtime.audit import AuditTrail
 from spark.runtime.metrics import Metrics
@@ -18,6 +20,8 @@ class KillSwitch:
         self._metrics = metrics
         self._audit = audit
         self.state: Published[bool] = Published(engaged)
+        # Persistence hooks (the writer's kill_switch_events): (engaged, changed, actor, source).
+        self.sinks: list[Callable[[bool, bool, str, str], None]] = []
         metrics.kill_switch_engaged.set(1 if engaged else 0)
 
     @property
@@ -35,4 +39,6 @@ class KillSwitch:
             "changed" if changed else "unchanged",
             {"engaged": engaged, "source": source},
         )
+        for sink in self.sinks:
+            sink(engaged, changed, actor, source)
         return changed

@@ -106,6 +106,8 @@ class Runtime:
         self._observer = MetricsObserver(self.metrics)
         # In sim mode the runtime starts its own venue unless rest_url names a running one.
         self.embedded_venue = cfg.exchange.mode == "sim" and not cfg.exchange.rest_url
+        if not self.embedded_venue and cfg.exchange.rest_url:
+            self.venue_url = cfg.exchange.rest_url
         self._extra_children = tuple(extra_children)
         self._stop_reason: str | None = None
         self._forced = False
@@ -118,6 +120,13 @@ class Runtime:
             backoff=self._backoff(),
             observer=self._observer,
         )
+        from spark.runtime.trading import Trading
+
+        self.trade = Trading(self)
+        self.orders_api = self.trade.orders_api
+        self.breaker_api = self.trade.breaker
+        self.reconciliation_api = _Reconciliation(self.trade)
+        self.export_api = self._export_trades
         self.trading = Supervisor(
             "trading",
             self._trading_children(),
@@ -197,7 +206,7 @@ class Runtime:
                          shutdown_deadline_s=cfg.supervision.shutdown_deadline_s)
 
     def _trading_children(self) -> list[ChildSpec]:
-        return list(self._extra_children)
+        return [*self.trade.children(), *self._extra_children]
 
     # -- state others read -------------------------------------------------------------------
 
@@ -230,22 +239,23 @@ class Runtime:
         return "not_running" if self.breaker_api is None else self.breaker_api.state_name()
 
     def trading_state_name(self) -> str:
-        return "HALTED" if self.kill_switch.engaged else "ACTIVE"
+        # Derived now, so a kill switch flipped a moment ago shows at once.
+        return self.trade.guard.refresh_trading_state().state.value
 
     def drift_gate_state_name(self) -> str:
-        return "not_running"
+        return self.trade.gate.value.state
 
     def venue_connected(self) -> bool:
-        return False
+        return self.trade.venue_connected()
 
     def venue_last_event_age_s(self) -> float | None:
-        return None
+        return self.trade.last_event_age_s()
 
     def database_ok(self) -> bool:
-        return True
+        return self.trade.writer.health().database_ok
 
     def spooled_events(self) -> int:
-        return 0
+        return self.trade.writer.health().spooled_events
 
     def ready_to_trade(self) -> tuple[bool, str]:
         if self.status() == "down":
@@ -254,6 +264,12 @@ class Runtime:
             return False, "kill_switch"
         if self.orders_api is None:
             return False, "no_order_path"
+        view = self.trade.router.view.value
+        if view.reconciling:
+            return False, "reconciling"
+        state = self.trading_state_name()
+        if state != "ACTIVE":
+            return False, state.lower()
         return True, "ok"
 
     def metrics_text(self) -> bytes:
@@ -262,6 +278,12 @@ class Runtime:
                 label = path if mailbox.name == stats.name else f"{path}.{mailbox.name}"
                 self.metrics.mailbox_depth.labels(label).set(mailbox.depth)
         return self.metrics.exposition()
+
+    def _export_trades(self, since: Any, until: Any) -> Any:
+        from spark.storage.export import aiter_trades_csv
+
+        return aiter_trades_csv(self.settings.config.database.url, since, until,
+                                metrics=self.metrics)
 
     # -- signal target -------------------------------------------------------------------------
 
@@ -347,6 +369,66 @@ class Runtime:
     _nursery: trio.Nursery | None = None
 
 
+def prepare_database(url: str) -> str | None:
+    """Make sure the database can take the runtime's rows; returns a problem to report, or None.
+
+    A brand-new, empty database (the embedded SQLite default on a fresh machine) is created at
+    the current schema; an existing database at an older schema is refused — migrating data is an
+    operator's decision (``spark-runtime db upgrade``).  An unreachable database is not a startup
+    error: the writer spools until it answers.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from spark.storage import migrate
+    from spark.storage.engine import make_engine, mask_text
+    from spark.storage.errors import SchemaBehind, SchemaUnknown
+
+    engine = make_engine(url)
+    try:
+        try:
+            current = migrate.current_revisions(engine)
+            if not current and not sa_inspect_has_tables(engine):
+                log.info("empty database: creating the schema")
+                migrate.upgrade(engine)
+            migrate.check_schema_current(engine)
+        except (SchemaBehind, SchemaUnknown) as exc:
+            return str(exc)
+        except SQLAlchemyError as exc:
+            log.warning("database not reachable at start (%s); the writer will spool until it is",
+                        mask_text(str(exc).splitlines()[0]))
+    finally:
+        engine.dispose()
+    return None
+
+
+def sa_inspect_has_tables(engine: Any) -> bool:
+    import sqlalchemy as sa
+
+    return bool(sa.inspect(engine).get_table_names())
+
+
+class _Reconciliation:
+    """Reconciliation entries for the control port (pending until an operator acknowledges)."""
+
+    def __init__(self, trade: Any) -> None:
+        self._trade = trade
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [
+            {"id": e.id, "kind": str(e.kind), "symbol": e.symbol,
+             "clientOrderId": e.client_order_id, "detail": e.detail, "mode": e.mode}
+            for e in self._trade.router.pending_entries()
+        ]
+
+    async def ack(self, id: str, actor: str) -> dict[str, Any]:
+        from spark.runtime.control.errors import NotFound
+
+        entry = self._trade.router.acknowledge(id, actor)
+        if entry is None:
+            raise NotFound(f"no pending reconciliation entry {id}")
+        return {"id": id, "acknowledged": True}
+
+
 class _ReadyHook(trio.TaskStatus[None]):
     """Lets the runtime know when the whole tree is up (sd_notify READY, a log line)."""
 
@@ -379,6 +461,11 @@ def run_from_config(path: str, env: Mapping[str, str] | None = None) -> int:
         return 2
     from spark.runtime.control.errors import ControlPortRefused
 
+    db_problem = prepare_database(cfg.database.url)
+    if db_problem is not None:
+        log.critical("%s", db_problem)
+        print(f"spark-runtime run: {db_problem}", file=sys.stderr)
+        return 2
     try:
         runtime = Runtime(settings, env=env)
     except ControlPortRefused as exc:

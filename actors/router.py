@@ -1,0 +1,876 @@
+"""The order router: owns every order's state; places, cancels and reconciles; never sends twice.
+
+One task (:meth:`OrderRouter.run`'s loop) owns the :class:`~spark.core.orders.OrderTable` and is
+the only code that changes it.  Everything else reaches it through its inbox:
+
+- approved intents from the risk guard (:class:`Submit`), operator confirms and cancels;
+- user-data batches and stream up/down from the user-data reader;
+- the results of its own venue calls, which run in worker tasks so that a slow venue never stops
+  the inbox (at most ``exchange.max_in_flight`` at once) and come back as messages.
+
+Invariants kept here (DESIGN.md):
+
+2. an order is sent at most once: its ``clientOrderId`` is fixed and fsync'd to the intent log
+   before the first attempt; a timeout / 5xx / 503 / -1007 puts it in ``UNKNOWN`` and the next
+   thing the router does about it is ask the venue (``origClientOrderId``); it resends only when
+   the venue says the order does not exist *and* the first request can no longer be accepted;
+3. every execution report is applied and persisted once: the order state machine drops
+   duplicates by execution id and counts fills by trade id, and the router sends the writer one
+   ``ExecutionRecord`` per new report and one ``TradeRecord`` per new fill;
+4. after every (re)connect the router reconciles with the venue before new orders go out.
+
+The decisions (transitions, what a venue answer means, reconciliation) are the sans-IO cores in
+``spark.core``; this module moves messages and does the I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import trio
+
+from spark.actors.breaker import BreakerActor
+from spark.actors.intent_log import IntentLog, LoggedIntent
+from spark.actors.messages import (
+    LiveFill,
+    PriceBoard,
+    ShadowOrder,
+    StreamDown,
+    StreamUp,
+    UserEvents,
+)
+from spark.actors.outlet import RecordOutlet
+from spark.actors.reply import Reply
+from spark.actors.venue_orders import VenueOrders
+from spark.config import SparkConfig
+from spark.core import orders as om
+from spark.core import reconcile as rc
+from spark.core.breaker import Outcome, classify_error
+from spark.core.client_ids import is_ours
+from spark.core.clock import WallClock
+from spark.core.intents import OrderIntent
+from spark.core.published import Published
+from spark.core.risk import SymbolRules
+from spark.exchange.errors import (
+    ExchangeError,
+    UnknownExecutionStatus,
+    VenueRejected,
+)
+from spark.exchange.events import ExecutionEvent
+from spark.exchange.models import OrderStatus, Trade
+from spark.runtime.audit import AuditTrail
+from spark.runtime.metrics import Metrics
+from spark.storage.records import ExecutionRecord, OrderUpdate, TradeRecord
+from spark.supervision import ChildContext
+
+log = logging.getLogger("spark.actors.router")
+
+INBOX_SIZE = 1024  # commands and batches; user data is batched, so this is many events
+QUERY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+SEND_DEADLINE_MARGIN_MS = 1000
+TICK_S = 0.5
+
+
+# -- inbox messages ------------------------------------------------------------------------------
+
+@attrs.frozen
+class Submit:
+    """An intent the risk guard approved; ``seq`` lets the guard match it in the router's view."""
+
+    intent: OrderIntent
+    seq: int
+    approved_at: float
+    reply: Reply | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen
+class ConfirmCmd:
+    client_order_id: str
+    actor: str
+    reply: Reply = attrs.field(eq=False)
+
+
+@attrs.frozen
+class CancelCmd:
+    client_order_id: str
+    actor: str
+    reply: Reply | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen
+class CancelAll:
+    reason: str
+
+
+@attrs.frozen
+class _SendDone:
+    client_order_id: str
+    started_at: float
+    result: Any  # OrderAck | OrderResult | ExchangeError
+
+
+@attrs.frozen
+class _QueryDone:
+    client_order_id: str
+    result: Any  # OrderStatus | None (no such order) | ExchangeError
+    attempt: int
+
+
+@attrs.frozen
+class _CancelDone:
+    client_order_id: str
+    result: Any  # OrderStatus | ExchangeError
+
+
+@attrs.frozen
+class _Reconciled:
+    view: rc.RouterView
+    snapshot: rc.VenueSnapshot | None
+    error: str | None
+    reason: str
+
+
+@attrs.frozen
+class RouterView:
+    """What the router publishes for the risk guard, health and the control port."""
+
+    open_orders: int = 0
+    positions: Mapping[str, Decimal] = attrs.field(factory=dict)
+    accepted_seq: int = 0
+    reconciling: bool = True
+    rules: Mapping[str, SymbolRules] = attrs.field(factory=dict)
+    reconciliation_pending: tuple[rc.ReconciliationEntry, ...] = ()
+
+
+class OrderRouter:
+    def __init__(
+        self,
+        *,
+        config: Published[SparkConfig],
+        venue_factory: Callable[[], VenueOrders],
+        breaker: BreakerActor,
+        outlet: RecordOutlet,
+        metrics: Metrics,
+        audit: AuditTrail,
+        clock: WallClock,
+        intent_log: IntentLog,
+        kill_switch: Published[bool],
+        prices: Published[PriceBoard] | None,
+        drift_inbox: trio.MemorySendChannel[Any] | None,
+        send_allowed: bool,
+        seed_positions: Callable[[], tuple[dict[str, Decimal], dict[str, int]]],
+    ) -> None:
+        cfg = config.value
+        self._config = config
+        self._venue_factory = venue_factory
+        self._venue: VenueOrders = _NoVenue()  # type: ignore[assignment]
+        self._breaker = breaker
+        self._outlet = outlet
+        self._metrics = metrics
+        self._audit = audit
+        self._clock = clock
+        self._log = intent_log
+        self._kill_switch = kill_switch
+        self._prices = prices
+        self._drift = drift_inbox
+        self._send_allowed = send_allowed
+        self._seed_positions = seed_positions
+        self._prefix = cfg.live.client_id_prefix
+        self.table = om.OrderTable()
+        self.view: Published[RouterView] = Published(RouterView())
+        self._send_tx, self.inbox = trio.open_memory_channel[Any](INBOX_SIZE)
+        self._limiter = trio.CapacityLimiter(cfg.exchange.max_in_flight)
+        self._nursery: trio.Nursery | None = None
+        self._replies: dict[str, Reply] = {}
+        self._accepted_seq = 0
+        self._reconciling = True
+        self._waiting: list[Submit] = []  # approved while reconciling: sent afterwards
+        self._last_trade_ids: dict[str, int] = {}
+        self._rules: dict[str, SymbolRules] = {}
+        self._pending_entries: dict[str, rc.ReconciliationEntry] = {}
+        self._acked_entries: set[str] = set()
+        self._stopping = False
+        self.product = "spot"
+
+    # -- channels others use ---------------------------------------------------------------------
+
+    def inbox_sender(self) -> trio.MemorySendChannel[Any]:
+        return self._send_tx.clone()
+
+    # -- the actor -------------------------------------------------------------------------------
+
+    async def run(
+        self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        ctx.register_mailbox("router", self.inbox)
+        self._venue = self._venue_factory()
+        self.product = self._venue.product
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self._load_rules()
+            await self._restore()
+            nursery.start_soon(self._reconcile, "startup")
+            nursery.start_soon(self._watch_kill_switch)
+            nursery.start_soon(self._ticker)
+            task_status.started()
+            await self._loop(ctx)
+            await self._shutdown()
+            nursery.cancel_scope.cancel()
+
+    async def _loop(self, ctx: ChildContext) -> None:
+        while True:
+            with trio.move_on_after(TICK_S):
+                await ctx.stop_requested.wait()
+            # A polite stop lets the inbox drain first: nothing that arrived is lost.
+            if ctx.stop_requested.is_set() and self.inbox.statistics().current_buffer_used == 0:
+                return
+            while True:
+                try:
+                    message = self.inbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                await self._handle(message)
+                ctx.progress()
+            ctx.progress()
+            if not ctx.stop_requested.is_set():
+                with trio.move_on_after(TICK_S):
+                    message = await self.inbox.receive()
+                    await self._handle(message)
+                    ctx.progress()
+
+    async def _handle(self, message: Any) -> None:
+        try:
+            if isinstance(message, UserEvents):
+                await self._on_user_events(message)
+            elif isinstance(message, Submit):
+                await self._on_submit(message)
+            elif isinstance(message, _SendDone):
+                await self._on_send_done(message)
+            elif isinstance(message, _QueryDone):
+                await self._on_query_done(message)
+            elif isinstance(message, _CancelDone):
+                await self._on_cancel_done(message)
+            elif isinstance(message, ConfirmCmd):
+                await self._on_confirm(message)
+            elif isinstance(message, CancelCmd):
+                await self._on_cancel(message)
+            elif isinstance(message, CancelAll):
+                await self._on_cancel_all(message)
+            elif isinstance(message, StreamUp):
+                if message.gap:
+                    self._start_reconcile(f"stream up ({message.connection})")
+            elif isinstance(message, StreamDown):
+                log.warning("user-data stream down: %s", message.reason)
+            elif isinstance(message, _Reconciled):
+                await self._on_reconciled(message)
+            elif message == "tick":
+                await self._on_tick()
+            else:  # pragma: no cover - a wiring bug
+                log.error("router: unexpected message %r", type(message).__name__)
+        except om.OrderError as exc:
+            # The venue and our book disagree in a way the state machine refuses to guess
+            # about: record it, make it an operator's problem, keep the router alive.
+            log.error("order book conflict: %s", exc)
+            entry = rc.ReconciliationEntry(
+                id=f"conflict:{exc.reason}:{getattr(exc, 'client_order_id', '')}",
+                kind=rc.DiscrepancyKind.STATUS_CONFLICT, symbol="", client_order_id=getattr(
+                    exc, "client_order_id", None), detail=str(exc), mode="halted")
+            self._raise_entries((entry,))
+        self._publish()
+
+    # -- startup -------------------------------------------------------------------------------
+
+    async def _load_rules(self) -> None:
+        info = await self._venue.rest.exchange_info()
+        whitelist = set(self._config.value.risk.whitelist)
+        for filters in info.symbols:
+            if filters.symbol in whitelist:
+                try:
+                    self._rules[filters.symbol] = SymbolRules.from_exchange(filters)
+                except ValueError as exc:
+                    log.error("exchange filters of %s unusable: %s", filters.symbol, exc)
+        missing = whitelist - set(self._rules)
+        if missing:
+            log.error("no exchange filters for %s: orders for them will be rejected",
+                      ", ".join(sorted(missing)))
+
+    async def _restore(self) -> None:
+        """Seed positions and last trade ids from the database; re-learn every id the intent
+        log says we may have sent, so reconciliation can ask the venue about each."""
+        positions, last_ids = await trio.to_thread.run_sync(self._seed_positions)
+        for symbol in self._config.value.risk.whitelist:
+            self.table.set_position(symbol, positions.get(symbol, Decimal(0)))
+        self._last_trade_ids.update(last_ids)
+        intents = await trio.to_thread.run_sync(self._log.read)
+        now_ms = self._clock.now_ms()
+        for logged in intents:
+            if logged.client_order_id in self.table:
+                continue
+            intent = OrderIntent(
+                client_order_id=logged.client_order_id, symbol=logged.symbol,
+                side=logged.side,  # type: ignore[arg-type]
+                type=logged.type,  # type: ignore[arg-type]
+                quantity=logged.quantity, price=logged.price,
+                time_in_force=logged.time_in_force,  # type: ignore[arg-type]
+                source=logged.source, created_ms=logged.created_ms,
+            )
+            order = om.new_order(intent, om.OrderState.PENDING, logged.created_ms)
+            # We may have sent it: only the venue can tell.
+            order = om.mark_unknown(om.mark_sending(order, now_ms, now_ms), now_ms)
+            self.table.add(order)
+        if intents:
+            log.info("restored %d order ids from the intent log for reconciliation", len(intents))
+
+    # -- intents ---------------------------------------------------------------------------------
+
+    async def _on_submit(self, msg: Submit) -> None:
+        intent = msg.intent
+        self._accepted_seq = max(self._accepted_seq, msg.seq)
+        existing = self.table.get(intent.client_order_id)
+        if existing is not None:
+            # A duplicate intent with the same id is answered with the existing order.
+            if msg.reply is not None:
+                msg.reply.set({"duplicate": True, **order_json(existing)})
+            return
+        cfg = self._config.value
+        status = om.initial_state(cfg.live.policy, self._send_allowed)
+        now_ms = self._clock.now_ms()
+        order = om.new_order(intent, status, now_ms)
+        self.table.add(order)
+        await self._order_changed(order, msg.approved_at)
+        if status is om.OrderState.PENDING:
+            if self._reconciling:
+                self._waiting.append(msg)
+                if msg.reply is not None:
+                    self._replies[intent.client_order_id] = msg.reply
+                return
+            self._dispatch(order, msg.reply, msg.approved_at)
+        elif msg.reply is not None:
+            msg.reply.set(order_json(order))
+
+    def _dispatch(self, order: om.Order, reply: Reply | None, approved_at: float) -> None:
+        if reply is not None:
+            self._replies[order.client_order_id] = reply
+        assert self._nursery is not None
+        self._nursery.start_soon(self._send, order, approved_at)
+
+    async def _send(self, order: om.Order, approved_at: float) -> None:
+        """Worker: make the id durable, ask the breaker, send once, report back."""
+        cid = order.client_order_id
+        await self._log.append(LoggedIntent(
+            client_order_id=cid, symbol=order.symbol, side=order.side, type=order.type,
+            quantity=order.quantity, price=order.price, time_in_force=order.time_in_force,
+            created_ms=order.created_ms, source=order.source,
+        ))
+        async with self._limiter:
+            now = trio.current_time()
+            if not self._breaker.allows_call(now):
+                await self._send_tx.send(_SendDone(cid, now, _BreakerRefused()))
+                return
+            self._shadow(order)
+            started = trio.current_time()
+            try:
+                result: Any = await self._venue.place(
+                    symbol=order.symbol, side=order.side, order_type=order.type,
+                    client_order_id=cid, quantity=order.quantity, price=order.price,
+                    time_in_force=order.time_in_force if order.type == "LIMIT" else None,
+                )
+            except ExchangeError as exc:
+                result = exc
+            except (OSError, trio.TooSlowError) as exc:  # pragma: no cover - defensive
+                result = UnknownExecutionStatus(f"{type(exc).__name__}")
+            duration = trio.current_time() - started
+            self._breaker.record(_outcome(result), duration, trio.current_time())
+        await self._send_tx.send(_SendDone(cid, started, result))
+
+    async def _on_send_done(self, msg: _SendDone) -> None:
+        order = self.table.get(msg.client_order_id)
+        if order is None:  # pragma: no cover - evicted while in flight: impossible for open
+            return
+        now_ms = self._clock.now_ms()
+        result = msg.result
+        if isinstance(result, _BreakerRefused):
+            order = om.mark_rejected(order, now_ms, "circuit_breaker_open")
+            self._metrics.order_rejections_total.labels("circuit_breaker_open").inc()
+        elif isinstance(result, UnknownExecutionStatus):
+            deadline = now_ms + self._config.value.exchange.recv_window_ms + SEND_DEADLINE_MARGIN_MS
+            order = om.mark_unknown(attrs.evolve(order, send_deadline_ms=deadline), now_ms)
+            log.warning("order %s: execution status unknown (%s); asking the venue", order
+                        .client_order_id, result.reason)
+            self._query_later(order, 0)
+        elif isinstance(result, ExchangeError):
+            reason = _rejection_reason(result)
+            order = om.mark_rejected(order, now_ms, reason)
+            self._metrics.order_rejections_total.labels(reason).inc()
+            log.warning("order %s rejected by the venue: %s", order.client_order_id, result)
+        else:
+            if order.status in (om.OrderState.PENDING, om.OrderState.UNKNOWN):
+                order = om.apply_ack(order, result.order_id, now_ms)
+            self._metrics.live_orders_placed_total.inc()
+            self._metrics.order_place_ack_seconds.observe(trio.current_time() - msg.started_at)
+        self.table.put(order)
+        await self._order_changed(order, trio.current_time())
+        # The caller learns the state now, UNKNOWN included ("placed or not, being resolved");
+        # the venue's answer to the follow-up query lands in the order, not in the reply.
+        reply = self._replies.pop(order.client_order_id, None)
+        if reply is not None:
+            reply.set(order_json(order))
+
+    # -- queries (UNKNOWN orders) ----------------------------------------------------------------
+
+    def _query_later(self, order: om.Order, attempt: int) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._query, order.symbol, order.client_order_id, attempt)
+
+    async def _query(self, symbol: str, cid: str, attempt: int) -> None:
+        await trio.sleep(QUERY_BACKOFF_S[min(attempt, len(QUERY_BACKOFF_S) - 1)])
+        result: Any
+        async with self._limiter:
+            try:
+                result = await self._venue.query(symbol, cid)
+            except VenueRejected as exc:
+                result = None if exc.code == -2013 else exc
+            except ExchangeError as exc:
+                result = exc
+        await self._send_tx.send(_QueryDone(cid, result, attempt))
+
+    async def _on_query_done(self, msg: _QueryDone) -> None:
+        order = self.table.get(msg.client_order_id)
+        if order is None or order.status is not om.OrderState.UNKNOWN:
+            return
+        if isinstance(msg.result, ExchangeError):
+            self._query_later(order, msg.attempt + 1)
+            return
+        now_ms = self._clock.now_ms()
+        order, outcome = om.apply_query(order, msg.result, now_ms)
+        if outcome.changed:
+            self.table.put(order)
+        decision = outcome.decision
+        if decision is om.QueryDecision.RESEND_ALLOWED:
+            log.warning("order %s: the venue has no such order; sending it again (same id)",
+                        order.client_order_id)
+            self._dispatch(order, self._replies.pop(order.client_order_id, None),
+                           trio.current_time())
+        elif decision is om.QueryDecision.QUERY_LATER:
+            self._query_later(order, msg.attempt + 1)
+        elif decision is om.QueryDecision.MISSING_AT_VENUE:
+            self._raise_entries((rc.ReconciliationEntry(
+                id=f"missing:{order.client_order_id}", kind=rc.DiscrepancyKind.ORDER_NOT_FOUND,
+                symbol=order.symbol, client_order_id=order.client_order_id,
+                detail=outcome.detail or "order reached the venue but is now unknown",
+                mode="halted"),))
+        if outcome.missing_fill_qty > 0:
+            self._start_reconcile(f"missing fills on {order.client_order_id}")
+        if outcome.changed:
+            await self._order_changed(order, trio.current_time())
+        reply = self._replies.pop(order.client_order_id, None) if order.status is not (
+            om.OrderState.UNKNOWN) and decision is not om.QueryDecision.RESEND_ALLOWED else None
+        if reply is not None:
+            reply.set(order_json(order))
+
+    # -- user data -------------------------------------------------------------------------------
+
+    async def _on_user_events(self, batch: UserEvents) -> None:
+        for event in batch.events:
+            if isinstance(event, ExecutionEvent):
+                await self._on_execution(event, batch.received_at)
+
+    async def _on_execution(self, event: ExecutionEvent, received_at: float) -> None:
+        cid = event.orig_client_order_id or event.client_order_id
+        order = self.table.get(cid) or self.table.get(event.client_order_id)
+        if order is None:
+            if is_ours(cid, self._prefix) or is_ours(event.client_order_id, self._prefix):
+                # Ours but forgotten (evicted final order) or from before a lost log: the
+                # reconciliation pass will record it.
+                self._start_reconcile(f"event for unknown own order {cid}")
+            else:
+                self._audit.record("venue", "order.external", cid, "seen",
+                                   {"symbol": event.symbol, "status": event.order_status})
+            return
+        result = self.table.apply_event(event, self._clock.now_ms())
+        if result.duplicate or result.order is None or result.effects is None:
+            return
+        await self._persist_execution(event, result.order, received_at)
+        await self._after_change(result.order, result.effects, received_at)
+
+    async def _persist_execution(self, event: ExecutionEvent, order: om.Order,
+                                 received_at: float) -> None:
+        await self._outlet.send(ExecutionRecord(
+            execution_id=f"{self.product}:{event.symbol}:{event.execution_id}",
+            client_order_id=order.client_order_id, venue_order_id=event.order_id,
+            symbol=event.symbol, side=event.side, execution_type=event.execution_type,
+            order_status=event.order_status, last_qty=event.last_qty,
+            last_price=event.last_price, cumulative_qty=event.cum_qty,
+            commission=event.commission, commission_asset=event.commission_asset,
+            trade_id=event.trade_id, event_ms=event.event_time,
+            transaction_ms=event.transaction_time, ingress=received_at,
+        ))
+
+    async def _after_change(self, order: om.Order, effects: om.Effects,
+                            received_at: float) -> None:
+        for fill in effects.new_fills:
+            self._metrics.live_fills_total.inc()
+            if order.status is om.OrderState.PARTIALLY_FILLED:
+                self._metrics.live_partial_fills_total.inc()
+            if fill.trade_id is not None:
+                self._last_trade_ids[fill.symbol] = max(
+                    self._last_trade_ids.get(fill.symbol, 0), fill.trade_id)
+                await self._outlet.send(TradeRecord(
+                    symbol=fill.symbol, trade_id=fill.trade_id,
+                    venue_order_id=order.venue_order_id, client_order_id=order.client_order_id,
+                    execution_id=fill.execution_id, side=str(fill.side), price=fill.price,
+                    qty=fill.qty, quote_qty=fill.quote_qty, commission=fill.commission,
+                    commission_asset=fill.commission_asset, is_maker=bool(fill.is_maker),
+                    order_status=order.status.value, trade_ms=fill.time_ms, ingress=received_at,
+                ))
+            if self._drift is not None:
+                await self._drift.send(LiveFill(
+                    client_order_id=order.client_order_id, symbol=fill.symbol,
+                    side=str(fill.side), price=fill.price, quantity=fill.qty,
+                    at_ms=fill.time_ms, received_at=received_at, done=order.is_final,
+                ))
+        if effects.changed:
+            await self._order_changed(order, received_at)
+        if order.is_final:
+            reply = self._replies.pop(order.client_order_id, None)
+            if reply is not None:
+                reply.set(order_json(order))
+
+    # -- cancels and confirms ------------------------------------------------------------------
+
+    async def _on_confirm(self, cmd: ConfirmCmd) -> None:
+        order = self.table.get(cmd.client_order_id)
+        if order is None:
+            cmd.reply.set({"error": "not_found"})
+            return
+        if order.status is not om.OrderState.PARKED:
+            cmd.reply.set({"error": "conflict", "status": order.status.value})
+            return
+        order = om.confirm(order, self._clock.now_ms())
+        self.table.put(order)
+        self._audit.record(cmd.actor, "order.confirm", order.client_order_id, "confirmed")
+        await self._order_changed(order, trio.current_time())
+        self._dispatch(order, cmd.reply, trio.current_time())
+
+    async def _on_cancel(self, cmd: CancelCmd) -> None:
+        order = self.table.get(cmd.client_order_id)
+        if order is None:
+            if cmd.reply is not None:
+                cmd.reply.set({"error": "not_found"})
+            return
+        now_ms = self._clock.now_ms()
+        if order.status is om.OrderState.PARKED:
+            order = om.transition(order, om.OrderState.CANCELED, now_ms, "canceled while parked")
+            self.table.put(order)
+            await self._order_changed(order, trio.current_time())
+            if cmd.reply is not None:
+                cmd.reply.set(order_json(order))
+            return
+        if order.is_final or order.status in (om.OrderState.PENDING_CANCEL,
+                                              om.OrderState.UNKNOWN, om.OrderState.PENDING):
+            if cmd.reply is not None:
+                cmd.reply.set({"error": "conflict", "status": order.status.value})
+            return
+        order = om.request_cancel(order, now_ms)
+        self.table.put(order)
+        await self._order_changed(order, trio.current_time())
+        if cmd.reply is not None:
+            self._replies[order.client_order_id] = cmd.reply
+        assert self._nursery is not None
+        self._nursery.start_soon(self._cancel, order.symbol, order.client_order_id)
+
+    async def _cancel(self, symbol: str, cid: str) -> None:
+        result: Any
+        async with self._limiter:
+            try:
+                result = await self._venue.cancel(symbol, cid)
+            except ExchangeError as exc:
+                result = exc
+        await self._send_tx.send(_CancelDone(cid, result))
+
+    async def _on_cancel_done(self, msg: _CancelDone) -> None:
+        order = self.table.get(msg.client_order_id)
+        if order is None:
+            return
+        if isinstance(msg.result, VenueRejected) and order.status is (
+                om.OrderState.PENDING_CANCEL):
+            # -2011: already final at the venue (filled or canceled); the events tell which.
+            order = om.cancel_rejected(order, self._clock.now_ms())
+            self.table.put(order)
+            await self._order_changed(order, trio.current_time())
+        elif isinstance(msg.result, OrderStatus) and not order.is_final:
+            order, outcome = om.apply_query(order, msg.result, self._clock.now_ms())
+            if outcome.changed:
+                self.table.put(order)
+                await self._order_changed(order, trio.current_time())
+        elif isinstance(msg.result, ExchangeError):
+            log.warning("cancel of %s failed: %s", msg.client_order_id, msg.result)
+        reply = self._replies.pop(msg.client_order_id, None)
+        if reply is not None:
+            reply.set(order_json(order))
+
+    async def _on_cancel_all(self, msg: CancelAll) -> None:
+        open_orders = [o for o in self.table.open_orders() if o.status in (
+            om.OrderState.NEW, om.OrderState.PARTIALLY_FILLED, om.OrderState.PARKED)]
+        if open_orders:
+            log.warning("cancelling %d open orders: %s", len(open_orders), msg.reason)
+        for order in open_orders:
+            await self._on_cancel(CancelCmd(order.client_order_id, msg.reason))
+
+    async def _watch_kill_switch(self) -> None:
+        seen = self._kill_switch.version
+        if self._kill_switch.value:
+            await self._send_tx.send(CancelAll("kill_switch"))
+        while True:
+            seen, engaged = await self._kill_switch.wait_changed(seen)
+            if engaged:
+                await self._send_tx.send(CancelAll("kill_switch"))
+
+    async def _ticker(self) -> None:
+        while True:
+            await trio.sleep(TICK_S)
+            await self._send_tx.send("tick")
+
+    async def _on_tick(self) -> None:
+        now_ms = self._clock.now_ms()
+        timeout_ms = int(self._config.value.live.confirm_timeout_s * 1000)
+        for order in self.table.open_orders():
+            if order.status is om.OrderState.PARKED and now_ms - order.created_ms >= timeout_ms:
+                order = om.expire_parked(order, now_ms)
+                self.table.put(order)
+                await self._order_changed(order, trio.current_time())
+                self._audit.record("router", "order.expire", order.client_order_id, "expired",
+                                   {"reason": "confirm_timeout"})
+
+    # -- reconciliation ----------------------------------------------------------------------
+
+    def _start_reconcile(self, reason: str) -> None:
+        if self._nursery is None:
+            return
+        self._nursery.start_soon(self._reconcile, reason)
+
+    async def _reconcile(self, reason: str) -> None:
+        """Worker: take the router's view, ask the venue, hand both back to the loop."""
+        view = self._core_view()
+        try:
+            async with self._limiter:
+                open_orders = await self._venue.open_orders()
+                queries: dict[str, OrderStatus | rc.NotFound] = {}
+                for cid in rc.plan_queries(view, open_orders):
+                    known = next((o for o in view.orders if o.client_order_id == cid), None)
+                    if known is None:
+                        continue
+                    try:
+                        queries[cid] = await self._venue.query(known.symbol, cid)
+                    except VenueRejected as exc:
+                        if exc.code != -2013:
+                            raise
+                        queries[cid] = rc.NotFound(cid)
+                trades: list[Trade] = []
+                for symbol in self._config.value.risk.whitelist:
+                    last = view.last_trade_ids.get(symbol)
+                    trades.extend(await self._venue.trades_since(
+                        symbol, None if last is None else last + 1))
+            snapshot = rc.VenueSnapshot(time_ms=self._clock.now_ms(), open_orders=open_orders,
+                                        queries=queries, trades=tuple(trades))
+            await self._send_tx.send(_Reconciled(view, snapshot, None, reason))
+        except ExchangeError as exc:
+            await self._send_tx.send(_Reconciled(view, None, str(exc), reason))
+
+    def _core_view(self) -> rc.RouterView:
+        known = tuple(
+            rc.KnownOrder(
+                client_order_id=o.client_order_id, symbol=o.symbol, side=str(o.side),
+                order_type=str(o.type), time_in_force=str(o.time_in_force or "GTC"),
+                quantity=o.quantity, price=o.price or Decimal(0), status=o.status.value,
+                executed_qty=o.executed_qty, cum_quote_qty=o.cum_quote,
+                venue_order_id=o.venue_order_id)
+            for o in self.table if not o.is_final or o.status is not om.OrderState.DRY_RUN)
+        uncertain = frozenset(o.client_order_id for o in self.table.unknown_orders())
+        applied = frozenset((o.symbol, t) for o in self.table for t in o.trade_ids)
+        return rc.RouterView(
+            product=self.product,  # type: ignore[arg-type]
+            orders=known, uncertain=uncertain, last_trade_ids=dict(self._last_trade_ids),
+            applied_trade_ids=applied,
+        )
+
+    async def _on_reconciled(self, msg: _Reconciled) -> None:
+        if msg.snapshot is None:
+            log.error("reconciliation (%s) failed: %s; retrying", msg.reason, msg.error)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._retry_reconcile, msg.reason)
+            return
+        result = rc.reconcile(msg.view, msg.snapshot, rc.ReconcileConfig(
+            client_id_prefix=self._prefix, mode="halted"))
+        now_ms = self._clock.now_ms()
+        received = trio.current_time()
+        for event in result.events:
+            await self._on_execution(event, received)
+        for cid in result.absent_at_venue:
+            order = self.table.get(cid)
+            if order is not None and order.status is om.OrderState.UNKNOWN:
+                order, outcome = om.apply_query(order, None, now_ms)
+                if outcome.changed:
+                    self.table.put(order)
+                if outcome.decision is om.QueryDecision.RESEND_ALLOWED:
+                    self._dispatch(order, self._replies.pop(cid, None), received)
+                elif outcome.decision is om.QueryDecision.QUERY_LATER:
+                    self._query_later(order, 0)
+                if outcome.changed:
+                    await self._order_changed(order, received)
+        for cid in result.unresolved:
+            order = self.table.get(cid)
+            if order is not None and order.status is om.OrderState.UNKNOWN:
+                self._query_later(order, 0)
+        if result.entries:
+            self._raise_entries(result.entries)
+        log.info("reconciled with the venue (%s): %d events applied, %d discrepancies",
+                 msg.reason, len(result.events), len(result.entries))
+        if self._reconciling:
+            self._reconciling = False
+            waiting, self._waiting = self._waiting, []
+            for submit in waiting:
+                order = self.table.get(submit.intent.client_order_id)
+                if order is not None and order.status is om.OrderState.PENDING:
+                    self._dispatch(order, self._replies.pop(order.client_order_id, None),
+                                   submit.approved_at)
+            await trio.to_thread.run_sync(self._compact_log)
+
+    async def _retry_reconcile(self, reason: str) -> None:
+        await trio.sleep(1.0)
+        await self._reconcile(reason)
+
+    def _compact_log(self) -> None:
+        keep = [LoggedIntent(
+            client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, type=o.type,
+            quantity=o.quantity, price=o.price, time_in_force=o.time_in_force,
+            created_ms=o.created_ms, source=o.source)
+            for o in self.table if not o.is_final and o.status is not om.OrderState.PARKED]
+        self._log.rewrite(keep)
+
+    def _raise_entries(self, entries: tuple[rc.ReconciliationEntry, ...]) -> None:
+        for entry in entries:
+            if entry.id in self._pending_entries or entry.id in self._acked_entries:
+                continue
+            self._pending_entries[entry.id] = entry
+            log.error("reconciliation: %s %s %s", entry.kind, entry.client_order_id or "",
+                      entry.detail)
+            self._audit.record("reconciliation", f"reconciliation.{entry.kind}",
+                               entry.client_order_id or entry.symbol, "pending",
+                               {"id": entry.id, "detail": entry.detail, "mode": entry.mode})
+
+    def acknowledge(self, entry_id: str, actor: str) -> rc.ReconciliationEntry | None:
+        entry = self._pending_entries.pop(entry_id, None)
+        if entry is not None:
+            self._acked_entries.add(entry_id)
+            self._audit.record(actor, "reconciliation.ack", entry_id, "acknowledged",
+                               {"kind": entry.kind})
+            self._publish()
+        return entry
+
+    def pending_entries(self) -> list[rc.ReconciliationEntry]:
+        return list(self._pending_entries.values())
+
+    # -- shared bookkeeping ------------------------------------------------------------------
+
+    def _shadow(self, order: om.Order) -> None:
+        if self._drift is None or self._prices is None:
+            return
+        quote = self._prices.value.quotes.get(order.symbol)
+        if quote is None or quote.mid is None:
+            return
+        reference = quote.ask if order.side == "BUY" else quote.bid
+        try:
+            self._drift.send_nowait(ShadowOrder(
+                client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
+                quantity=order.quantity, reference_price=reference, at_ms=self._clock.now_ms()))
+        except trio.WouldBlock:
+            log.warning("drift gate inbox full: order %s has no paper shadow",
+                        order.client_order_id)
+
+    async def _order_changed(self, order: om.Order, ingress: float) -> None:
+        await self._outlet.send(OrderUpdate(
+            client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
+            type=order.type, time_in_force=order.time_in_force, quantity=order.quantity,
+            price=order.price, status=order.status.value, venue_order_id=order.venue_order_id,
+            executed_qty=order.executed_qty, cumulative_quote_qty=order.cum_quote,
+            version=order.version, created_ms=order.created_ms, updated_ms=order.updated_ms,
+            reason=order.reject_reason, ingress=ingress,
+        ))
+
+    def _publish(self) -> None:
+        self.view.set(RouterView(
+            open_orders=self.table.open_count(),
+            positions=self.table.positions,
+            accepted_seq=self._accepted_seq,
+            reconciling=self._reconciling,
+            rules=dict(self._rules),
+            reconciliation_pending=tuple(self._pending_entries.values()),
+        ))
+
+    async def _shutdown(self) -> None:
+        cfg = self._config.value
+        if cfg.live.on_shutdown != "cancel":
+            return
+        await self._on_cancel_all(CancelAll("shutdown"))
+        with trio.move_on_after(min(5.0, cfg.runtime.shutdown_grace_s / 2)):
+            while any(o.status is om.OrderState.PENDING_CANCEL for o in self.table.open_orders()):
+                message = await self.inbox.receive()
+                await self._handle(message)
+
+    # -- reads for the control port ---------------------------------------------------------
+
+    def order_json(self, client_order_id: str) -> dict[str, Any] | None:
+        order = self.table.get(client_order_id)
+        return None if order is None else order_json(order)
+
+    def orders_json(self, status: str | None) -> list[dict[str, Any]]:
+        orders = self.table.open_orders() if status == "open" else list(self.table)
+        return [order_json(o) for o in sorted(orders, key=lambda o: o.created_ms)]
+
+
+class _NoVenue:
+    """Placeholder until :meth:`OrderRouter.run` creates the venue client."""
+
+    product = "spot"
+
+
+class _BreakerRefused:
+    """The breaker did not allow the call: the order was not sent."""
+
+
+def _outcome(result: Any) -> Outcome:
+    if isinstance(result, BaseException):
+        return classify_error(result)
+    return Outcome.SUCCESS
+
+
+def _rejection_reason(exc: ExchangeError) -> str:
+    code = getattr(exc, "code", None)
+    return f"venue_{exc.reason}" if code is None else f"venue_{exc.reason}_{abs(code)}"
+
+
+def order_json(order: om.Order) -> dict[str, Any]:
+    return {
+        "clientOrderId": order.client_order_id,
+        "symbol": order.symbol,
+        "side": str(order.side),
+        "type": str(order.type),
+        "timeInForce": None if order.time_in_force is None else str(order.time_in_force),
+        "quantity": str(order.quantity),
+        "price": None if order.price is None else str(order.price),
+        "status": order.status.value,
+        "executedQty": str(order.executed_qty),
+        "cumulativeQuoteQty": str(order.cum_quote),
+        "avgPrice": None if order.avg_price is None else str(order.avg_price),
+        "orderId": order.venue_order_id,
+        "reason": order.reject_reason,
+        "createdMs": order.created_ms,
+        "updatedMs": order.updated_ms,
+        "version": order.version,
+    }
+
