@@ -139,8 +139,11 @@ class RiskGuard:
             nursery.start_soon(self._watch_inputs)
             task_status.started()
             while not ctx.stop_requested.is_set():
+                # Only the wait is bounded; a decision is never cancelled halfway.
+                request: PlaceRequest | None = None
                 with trio.move_on_after(1.0):
                     request = await self.inbox.receive()
+                if request is not None:
                     await self._decide(request)
                 ctx.progress()
             nursery.cancel_scope.cancel()

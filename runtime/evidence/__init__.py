@@ -7,7 +7,9 @@
   (:mod:`.redact`, :mod:`.scrub`);
 * :mod:`.metricnames` — which metric names dashboards and alert rules use, and whether an
   exposition provides them;
-* :mod:`.cli` — ``evidence verify`` and the control-port scrape that ``evidence build`` uses.
+* :mod:`.cli` — ``evidence verify`` and the control-port scrape that ``evidence build`` uses;
+* :mod:`.build` — ``evidence build`` itself: find the runtime and its database from the config
+  file, check the database, scrape, package (the canary reuses it).
 """
 
 from spark.runtime.evidence.errors import (

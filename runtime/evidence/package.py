@@ -14,9 +14,10 @@ leaves something that looks like a package but is not one.  Every text passes th
 
 :func:`verify_package` recomputes every hash and fails on a changed, missing or extra file, a
 malformed manifest line, or a manifest entry that points outside the folder.  When the zip is
-beside the folder it is checked the same way.  The manifest proves integrity (nothing changed
-by accident or by a careless hand since it was built), not authorship: whoever can rewrite
-the files can rewrite the manifest.
+beside the folder it is checked the same way, and its headers, attributes and layout must be
+exactly what the builder writes (a damaged member is a finding, never a crash).  The manifest
+proves integrity (nothing changed by accident or by a careless hand since it was built), not
+authorship: whoever can rewrite the files can rewrite the manifest.
 
 The functions here do blocking file I/O; call them from Trio code via
 ``trio.to_thread.run_sync``.
@@ -33,7 +34,9 @@ import re
 import secrets
 import shutil
 import socket
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -370,7 +373,9 @@ class Finding:
     but absent), ``extra`` (present but not listed), ``unlisted`` (a required file the manifest
     does not cover), ``malformed`` (a manifest line that is not ``<sha256>  <name>``),
     ``outside`` (a manifest name that is a path), ``not_a_file`` (a listed name that is a
-    folder or a symlink), ``unreadable``.
+    folder or a symlink), ``unreadable`` (a file, or a zip member whose compressed bytes or
+    checksum are damaged), ``layout`` (the zip's bytes around its members — headers, attributes,
+    comment, anything appended — are not what the builder writes).
     """
 
     name: str
@@ -407,6 +412,13 @@ class VerifyReport:
         return "\n".join(lines)
 
 
+# What reading a file or a damaged zip member can raise: a bad CRC or header (BadZipFile), a
+# corrupt deflate stream (zlib.error), a truncated one (EOFError), a flipped method or
+# encryption bit (NotImplementedError, RuntimeError).  Each is a finding, never a crash.
+_READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+                RuntimeError)
+
+
 class _Listing:
     """What a package holds, from a folder or a zip: names → regular file or not, and a way to
     open each."""
@@ -430,7 +442,9 @@ def verify_package(directory: str | os.PathLike[str]) -> VerifyReport:
     zipped = verify_zip(archive)
     findings = list(report.findings)
     findings += [attrs.evolve(f, name=f"{archive.name}:{f.name}") for f in zipped.findings]
-    if zipped.ok and report.ok:
+    # Compare the manifests whenever the zip's hashes held, even with a layout finding: that
+    # the contents differ is the more useful thing to say.
+    if report.ok and zipped.checked and all(f.problem == "layout" for f in zipped.findings):
         inside = _zip_manifest(archive)
         here = (folder / MANIFEST).read_bytes()
         if inside is None or _manifest_entries(inside)[0] != _manifest_entries(here)[0]:
@@ -440,11 +454,12 @@ def verify_package(directory: str | os.PathLike[str]) -> VerifyReport:
 
 
 def verify_zip(path: str | os.PathLike[str]) -> VerifyReport:
-    """Check a package's zip on its own: one top folder, and the manifest inside it holds."""
+    """Check a package's zip on its own: one top folder, the manifest inside it holds, and the
+    bytes around the members are exactly what the builder writes (:func:`_zip_layout`)."""
     archive_path = Path(path)
     try:
         archive = zipfile.ZipFile(archive_path)
-    except (OSError, zipfile.BadZipFile) as exc:
+    except _READ_ERRORS as exc:
         return VerifyReport(archive_path, (), (Finding(archive_path.name, "unreadable",
                                                        str(exc)),))
     with archive:
@@ -461,7 +476,96 @@ def verify_zip(path: str | os.PathLike[str]) -> VerifyReport:
             kinds[name] = not info.is_dir()
         report = _verify(archive_path, _Listing(
             kinds, lambda name: archive.open(f"{top}/{name}")))
+    findings += _zip_layout(archive_path)
     return VerifyReport(archive_path, report.checked, (*findings, *report.findings))
+
+
+# Zip records (no zip64: the builder's zip never needs it), little-endian.
+_LOCAL = struct.Struct("<IHHHHHIIIHH")  # 30 bytes
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # 46 bytes
+_END = struct.Struct("<IHHHHIIH")  # 22 bytes
+_LOCAL_SIG, _CENTRAL_SIG, _END_SIG = 0x04034B50, 0x02014B50, 0x06054B50
+_ZIP_VERSION = 20  # what zipfile writes for deflate: "version made by" / "needed"
+_FILE_ATTR = 0o644 << 16  # what _write_zip sets
+
+
+def _zip_layout(path: Path) -> list[Finding]:
+    """Findings for every byte of the zip that the member hashes do not cover.
+
+    The manifest covers the members' contents (and zipfile checks each member's CRC), but a
+    zip also holds headers twice (local and central), attributes, a comment, and could carry
+    bytes nobody reads.  The builder writes all of that in one fixed way, so anything else —
+    one flipped bit in a timestamp, a changed permission, a comment, an appended blob — is a
+    ``layout`` finding: a package is evidence, and evidence that was edited is not the same
+    evidence even when the edit looks harmless.
+    """
+    name = path.name
+    findings: list[Finding] = []
+
+    def layout(detail: str, where: str = name) -> None:
+        findings.append(Finding(where, "layout", detail))
+
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size < _END.size:
+                layout("shorter than an end-of-archive record")
+                return findings
+            f.seek(size - _END.size)
+            sig, disk, cd_disk, entries_here, entries, cd_size, cd_offset, comment = (
+                _END.unpack(f.read(_END.size)))
+            if sig != _END_SIG or comment or disk or cd_disk or entries_here != entries:
+                layout("the last 22 bytes are not a plain end-of-archive record "
+                       "(a comment, appended bytes, or a changed record)")
+                return findings
+            if cd_offset + cd_size + _END.size != size:
+                layout("the central directory does not end where the end record begins")
+                return findings
+            f.seek(cd_offset)
+            directory = f.read(cd_size)
+            pos = expected = 0
+            made_by: int | None = None
+            for index in range(entries):
+                if pos + _CENTRAL.size > len(directory):
+                    layout(f"central directory ends inside entry {index}")
+                    return findings
+                (sig, made, needed, flags, method, mtime, mdate, crc, csize, usize, nlen, elen,
+                 clen, disk_start, internal, external, offset) = _CENTRAL.unpack_from(
+                    directory, pos)
+                member = directory[pos + _CENTRAL.size:pos + _CENTRAL.size + nlen]
+                pos += _CENTRAL.size + nlen + elen + clen
+                where = member.decode("utf-8", errors="replace")
+                if sig != _CENTRAL_SIG:
+                    layout(f"entry {index} is not a central directory record")
+                    return findings
+                made_by = made if made_by is None else made_by
+                problems = []
+                if made != made_by or made >> 8 not in (0, 3) or made & 0xFF != _ZIP_VERSION:
+                    problems.append("version made by")
+                if needed != _ZIP_VERSION or flags or method != zipfile.ZIP_DEFLATED:
+                    problems.append("version needed, flags or method")
+                if elen or clen or disk_start or internal or external != _FILE_ATTR:
+                    problems.append("extra field, comment or attributes")
+                if offset != expected:
+                    problems.append("not right after the previous member")
+                f.seek(offset)
+                local = f.read(_LOCAL.size + nlen)
+                if len(local) < _LOCAL.size + nlen:
+                    problems.append("local header cut short")
+                elif (_LOCAL.unpack_from(local) != (_LOCAL_SIG, needed, flags, method, mtime,
+                                                    mdate, crc, csize, usize, nlen, 0)
+                      or local[_LOCAL.size:] != member):
+                    problems.append("local header differs from the central directory")
+                if problems:
+                    layout("; ".join(problems), where)
+                expected = offset + _LOCAL.size + nlen + csize
+            if pos != len(directory):
+                layout("the central directory holds more than its entries")
+            if expected != cd_offset:
+                layout("bytes between the last member and the central directory")
+    except OSError as exc:
+        findings.append(Finding(name, "unreadable", str(exc)))
+    return findings
 
 
 def _zip_manifest(path: Path) -> bytes | None:
@@ -491,7 +595,7 @@ def _verify(path: Path, listing: _Listing) -> VerifyReport:
         try:
             with listing.open(name) as f:
                 actual = _sha256(f)
-        except OSError as exc:
+        except _READ_ERRORS as exc:
             findings.append(Finding(name, "unreadable", str(exc)))
             continue
         checked.append(name)
@@ -514,7 +618,7 @@ def _parse_manifest(listing: _Listing) -> tuple[dict[str, str], list[Finding]]:
     try:
         with listing.open(MANIFEST) as f:
             raw = f.read()
-    except OSError as exc:
+    except _READ_ERRORS as exc:
         return {}, [Finding(MANIFEST, "unreadable", str(exc))]
     return _manifest_entries(raw)
 
