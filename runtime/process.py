@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -92,7 +93,13 @@ class Runtime:
         self.config: Published[SparkConfig] = Published(cfg)
         self.metrics = Metrics(process=cfg.metrics.process_metrics)
         self.audit = AuditTrail(clock)
-        self.kill_switch = KillSwitch(self.metrics, self.audit, engaged=cfg.runtime.kill_switch)
+        self.kill_switch = KillSwitch(
+            self.metrics, self.audit, engaged=cfg.runtime.kill_switch,
+            state_file=Path(cfg.runtime.state_dir) / "kill-switch",
+        )
+        if self.kill_switch.restored:
+            log.warning("the kill switch was engaged when the runtime last stopped: it stays "
+                        "engaged until an operator releases it (SIGUSR2 or ctl kill-switch off)")
         self.notifier = SdNotifier(self.env)
         self.loop_lag = LoopLagMonitor(self.metrics, cfg.metrics.loop_lag_interval_s,
                                        self.notifier)

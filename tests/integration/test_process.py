@@ -253,3 +253,18 @@ def test_venue_command_serves_alone(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_an_engaged_kill_switch_survives_a_restart(start_runtime: Start) -> None:
+    rt = start_runtime().wait_ready()
+    rt.signal(signal.SIGUSR1)
+    wait_until(lambda: rt.health()["kill_switch"] is True)
+    rt.proc.kill()  # a crash: no graceful stop
+    rt.wait_exit(timeout=10)
+    # The same config file text names the first runtime's state dir and database.
+    same = rt.config_path.read_text().replace("{", "{{").replace("}", "}}")
+    again = start_runtime(config=same).wait_ready()
+    assert again.health()["kill_switch"] is True
+    assert any("stays engaged" in r.get("msg", "") for r in again.records())
+    again.signal(signal.SIGUSR2)
+    wait_until(lambda: again.health()["kill_switch"] is False)
