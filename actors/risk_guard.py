@@ -177,12 +177,13 @@ class RiskGuard:
         )
         decision = risk.evaluate(request.intent, ctx, cfg.risk, now_ms, now_s)
         intent = request.intent
-        await self._outlet.send(RiskDecisionRecord(
+        record = RiskDecisionRecord(
             client_order_id=intent.client_order_id, symbol=intent.symbol,
             approved=decision.approved, reason=decision.reason or "approved",
             detail=decision.detail, decided_ms=now_ms, ingress=now_s,
-        ))
+        )
         if not decision.approved:
+            await self._outlet.send(record)
             reason = decision.reason or "rejected"
             self._metrics.order_rejections_total.labels(reason).inc()
             self._audit.record(request.actor, "order.reject", intent.client_order_id, reason,
@@ -197,7 +198,9 @@ class RiskGuard:
         self._recent.add(now_s)
         self._seq += 1
         self._pending[self._seq] = intent
+        # Forward first, record second: the record's await must not delay the order.
         await self._router.send(Submit(intent, self._seq, now_s, request.reply))
+        await self._outlet.send(record)
 
     def _reference_prices(self, cfg: SparkConfig, now_s: float) -> dict[str, Decimal | None]:
         if self._prices is None:

@@ -334,16 +334,17 @@ class OrderRouter:
         now_ms = self._clock.now_ms()
         order = om.new_order(intent, status, now_ms)
         self.table.add(order)
-        await self._order_changed(order, msg.approved_at)
+        # Send first, record second: the record's await must not delay the order.
         if status is om.OrderState.PENDING:
             if self._reconciling:
                 self._waiting.append(msg)
                 if msg.reply is not None:
                     self._replies[intent.client_order_id] = msg.reply
-                return
-            self._dispatch(order, msg.reply, msg.approved_at)
+            else:
+                self._dispatch(order, msg.reply, msg.approved_at)
         elif msg.reply is not None:
             msg.reply.set(order_json(order))
+        await self._order_changed(order, msg.approved_at)
 
     def _dispatch(self, order: om.Order, reply: Reply | None, approved_at: float) -> None:
         if reply is not None:
@@ -386,27 +387,39 @@ class OrderRouter:
             return
         now_ms = self._clock.now_ms()
         result = msg.result
+        before = order
+        # The user-data stream often reports an order (NEW, even FILLED) before the REST
+        # answer arrives.  Once events have moved it past PENDING, the venue has it: a late ACK
+        # only counts, and a late "unknown status" needs no query.
+        sent_state = order.status in (om.OrderState.PENDING, om.OrderState.UNKNOWN)
         if isinstance(result, _BreakerRefused):
             order = om.mark_rejected(order, now_ms, "circuit_breaker_open")
             self._metrics.order_rejections_total.labels("circuit_breaker_open").inc()
         elif isinstance(result, UnknownExecutionStatus):
-            deadline = now_ms + self._config.value.exchange.recv_window_ms + SEND_DEADLINE_MARGIN_MS
-            order = om.mark_unknown(attrs.evolve(order, send_deadline_ms=deadline), now_ms)
-            log.warning("order %s: execution status unknown (%s); asking the venue", order
-                        .client_order_id, result.reason)
-            self._query_later(order, 0)
+            if sent_state:
+                deadline = (now_ms + self._config.value.exchange.recv_window_ms
+                            + SEND_DEADLINE_MARGIN_MS)
+                order = om.mark_unknown(attrs.evolve(order, send_deadline_ms=deadline), now_ms)
+                log.warning("order %s: execution status unknown (%s); asking the venue",
+                            order.client_order_id, result.reason)
+                self._query_later(order, 0)
         elif isinstance(result, ExchangeError):
             reason = _rejection_reason(result)
-            order = om.mark_rejected(order, now_ms, reason)
-            self._metrics.order_rejections_total.labels(reason).inc()
-            log.warning("order %s rejected by the venue: %s", order.client_order_id, result)
+            if sent_state:
+                order = om.mark_rejected(order, now_ms, reason)
+                self._metrics.order_rejections_total.labels(reason).inc()
+                log.warning("order %s rejected by the venue: %s", order.client_order_id, result)
+            else:
+                log.error("order %s: the venue answered %s after reporting the order (%s)",
+                          order.client_order_id, result, order.status.value)
         else:
-            if order.status in (om.OrderState.PENDING, om.OrderState.UNKNOWN):
+            if sent_state:
                 order = om.apply_ack(order, result.order_id, now_ms)
             self._metrics.live_orders_placed_total.inc()
             self._metrics.order_place_ack_seconds.observe(trio.current_time() - msg.started_at)
-        self.table.put(order)
-        await self._order_changed(order, trio.current_time())
+        if order is not before:
+            self.table.put(order)
+            await self._order_changed(order, trio.current_time())
         # The caller learns the state now, UNKNOWN included ("placed or not, being resolved");
         # the venue's answer to the follow-up query lands in the order, not in the reply.
         reply = self._replies.pop(order.client_order_id, None)

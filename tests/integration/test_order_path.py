@@ -269,3 +269,24 @@ def test_a_429_storm_is_ridden_out_without_a_418(desk: Desk) -> None:
     metrics = desk.rt.get("/metrics").text
     assert 'status="429"' in metrics
     assert 'status="418"' not in metrics
+
+
+def test_fills_reported_before_the_rest_ack_do_not_confuse_the_router(desk: Desk) -> None:
+    # The venue answers REST late while the user-data stream reports at once: the router sees
+    # NEW/TRADE/FILLED before the ACK, as often happens on Binance.
+    desk.faults(latency_ms=400)
+    cids = []
+    for _ in range(3):
+        r = desk.order()
+        assert r.status_code == 200, r.text
+        cids.append(r.json()["clientOrderId"])
+    desk.venue.delete("/_sim/faults")
+    for cid in cids:
+        wait_until(lambda cid=cid: desk.get_order(cid)["status"] == "FILLED", what=cid)
+    health = desk.rt.health()
+    assert health["trading_state"] == "ACTIVE", health
+    assert desk.admin.get("/api/private/reconciliation").json() == []
+    assert desk.order().status_code == 200
+    # Every ACK is counted once, even those that arrived after the order's fills.
+    wait_until(lambda: "spark_live_orders_placed_total 4.0" in desk.rt.get("/metrics").text,
+               what="4 ACKs counted")
