@@ -163,6 +163,7 @@ class OrderRouter:
         drift_inbox: trio.MemorySendChannel[Any] | None,
         send_allowed: bool,
         seed_positions: Callable[[], tuple[dict[str, Decimal], dict[str, int]]],
+        load_orders: Callable[[list[str]], list[om.Order]] | None = None,
     ) -> None:
         cfg = config.value
         self._config = config
@@ -179,6 +180,7 @@ class OrderRouter:
         self._drift = drift_inbox
         self._send_allowed = send_allowed
         self._seed_positions = seed_positions
+        self._load_orders = load_orders
         self._prefix = cfg.live.client_id_prefix
         self.table = om.OrderTable()
         self.view: Published[RouterView] = Published(RouterView())
@@ -300,8 +302,25 @@ class OrderRouter:
         self._last_trade_ids.update(last_ids)
         intents = await trio.to_thread.run_sync(self._log.read)
         now_ms = self._clock.now_ms()
+        # What the database says about those orders (and any other order not final there):
+        # restored as they were, so reconciliation compares like with like.  Final ones stay
+        # out of the table — the venue has nothing more to say about them.
+        stored: list[om.Order] = []
+        if self._load_orders is not None:
+            cids = [i.client_order_id for i in intents]
+            stored = await trio.to_thread.run_sync(self._load_orders, cids)
+        known = {o.client_order_id for o in stored}
+        restored = 0
+        for order in stored:
+            if order.is_final:
+                continue
+            if order.status is om.OrderState.PENDING:
+                # It may have left the process: only the venue can tell.
+                order = om.mark_unknown(om.mark_sending(order, now_ms, now_ms), now_ms)
+            self.table.add(order)
+            restored += 1
         for logged in intents:
-            if logged.client_order_id in self.table:
+            if logged.client_order_id in known or logged.client_order_id in self.table:
                 continue
             intent = OrderIntent(
                 client_order_id=logged.client_order_id, symbol=logged.symbol,
@@ -312,11 +331,12 @@ class OrderRouter:
                 source=logged.source, created_ms=logged.created_ms,
             )
             order = om.new_order(intent, om.OrderState.PENDING, logged.created_ms)
-            # We may have sent it: only the venue can tell.
+            # Logged but never stored: we may have sent it; only the venue can tell.
             order = om.mark_unknown(om.mark_sending(order, now_ms, now_ms), now_ms)
             self.table.add(order)
-        if intents:
-            log.info("restored %d order ids from the intent log for reconciliation", len(intents))
+            restored += 1
+        if restored:
+            log.info("restored %d open or uncertain orders for reconciliation", restored)
 
     # -- intents ---------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from spark.actors.router import OrderRouter
 from spark.actors.venue_link import VenueLinkHandles, build_venue_link
 from spark.actors.venue_orders import VenueOrders
 from spark.actors.writer import Writer, open_inbox
+from spark.core import orders as om
 from spark.core.live_gate import describe_missing, live_gate
 from spark.core.published import Published
 from spark.exchange.credentials import Credentials
@@ -126,6 +127,7 @@ class Trading:
             drift_inbox=self.drift.inbox,
             send_allowed=self.send_allowed,
             seed_positions=self._seed_positions,
+            load_orders=self._load_orders,
         )
         self.guard = RiskGuard(
             config=runtime.config,
@@ -277,6 +279,52 @@ class Trading:
         finally:
             engine.dispose()
         return positions, last_ids
+
+    def _load_orders(self, client_order_ids: list[str]) -> list[om.Order]:
+        """The stored state of the given orders and of every order not final in the database,
+        with the fills stored for them — what the router knew before it stopped."""
+        from spark.storage.engine import make_engine
+        from spark.storage.schema import orders, trades
+
+        finals = [s.value for s in om.FINAL_STATES]
+        engine = make_engine(self.database)
+        out: list[om.Order] = []
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.select(orders).where(sa.or_(
+                    orders.c.client_order_id.in_(client_order_ids),
+                    orders.c.status.not_in(finals),
+                ))).mappings().all()
+                by_cid = {r["client_order_id"]: r for r in rows}
+                fills: dict[str, list[Any]] = {}
+                if by_cid:
+                    for t in conn.execute(sa.select(trades).where(
+                            trades.c.client_order_id.in_(list(by_cid)))).mappings():
+                        fills.setdefault(t["client_order_id"], []).append(t)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("could not read stored orders (%s); the venue will be asked about each",
+                        type(exc).__name__)
+            return []
+        finally:
+            engine.dispose()
+        for cid, r in by_cid.items():
+            got = fills.get(cid, [])
+            fills_qty = sum((Decimal(t["qty"]) for t in got), Decimal(0))
+            fills_quote = sum((Decimal(t["quote_qty"]) for t in got), Decimal(0))
+            out.append(om.Order(
+                client_order_id=cid, symbol=r["symbol"], side=r["side"], type=r["type"],
+                quantity=Decimal(r["quantity"]),
+                price=None if r["price"] is None else Decimal(r["price"]),
+                time_in_force=r["time_in_force"], status=om.OrderState(r["status"]),
+                venue_order_id=r["venue_order_id"], executed_qty=Decimal(r["executed_qty"]),
+                cum_quote=Decimal(r["cumulative_quote_qty"]),
+                avg_price=(fills_quote / fills_qty) if fills_qty else None,
+                fills_qty=fills_qty, fills_quote=fills_quote, version=int(r["version"]),
+                created_ms=int(r["created_ms"]), updated_ms=int(r["updated_ms"]),
+                trade_ids=frozenset(int(t["trade_id"]) for t in got),
+                reject_reason=r["reason"],
+            ))
+        return out
 
     # -- the subtree -------------------------------------------------------------------------
 
