@@ -7,7 +7,7 @@ drives the matching sans-IO schedule of :mod:`spark.core.listenkey` for each:
 a bearer token that lives on the REST side: ``POST /fapi/v1/listenKey`` creates it, a ``PUT``
 every ``keepalive_interval_s`` extends it, ``-1125`` on a PUT (or ``listenKeyExpired`` reported
 by the reader) means "create a new one", and ``DELETE`` at shutdown closes it. The keeper
-publishes the key it holds (``Published[str | None]``); the user-data reader
+publishes the key it holds (``Published[ListenKeyGrant | None]``); the user-data reader
 (:class:`~spark.actors.user_stream.FuturesUserStream`) connects with whatever key is published
 and reconnects when it changes. The reader reports ``listenKeyExpired`` (or a socket refused
 for its key) back on :attr:`FuturesKeeper.events`.
@@ -89,12 +89,27 @@ from spark.supervision import ChildContext
 __all__ = [
     "FuturesKeeper",
     "KeeperStats",
+    "ListenKeyGrant",
     "SocketFailed",
     "SpotKeeper",
     "SpotSockets",
 ]
 
 log = logging.getLogger("spark.actors.keeper")
+
+
+@attrs.frozen
+class ListenKeyGrant:
+    """The listenKey the reader should connect with, as the keeper hands it out.
+
+    ``generation`` grows with every hand-out (over the keeper object's whole life, restarts
+    included), so handing out the *same* key again after a reported failure — Binance's POST
+    returns the live key when there is one — is still a change the reader sees and acts on.
+    The key is a bearer credential: it is kept out of ``repr``.
+    """
+
+    key: str = attrs.field(repr=False)
+    generation: int
 
 
 @attrs.define
@@ -153,7 +168,7 @@ class FuturesKeeper:
         config: ListenKeyConfig,
         metrics: Metrics,
         *,
-        key: Published[str | None] | None = None,
+        grant: Published[ListenKeyGrant | None] | None = None,
         inbox_size: int = 16,
         request_timeout_s: float = 15.0,
         delete_timeout_s: float = 3.0,
@@ -163,7 +178,9 @@ class FuturesKeeper:
         self._rest = rest
         self._config = config
         self._metrics = metrics
-        self.key: Published[str | None] = key if key is not None else Published(None)
+        self.grant: Published[ListenKeyGrant | None] = (
+            grant if grant is not None else Published(None))
+        self._generation = 0
         # The reader's reports (listenKeyExpired, a socket refused for its key). Bounded and
         # tiny: each report says the same thing ("this key is dead"), and the reader sends
         # one per connection at most.
@@ -219,9 +236,14 @@ class FuturesKeeper:
                 self.stats.failures += 1
 
     def _publish(self, key: str | None) -> None:
-        if key != self.key.value:
-            log.info("listenKey %s", "published" if key is not None else "withdrawn")
-        self.key.set(key)
+        if key is None:
+            if self.grant.value is not None:
+                log.info("listenKey withdrawn")
+            self.grant.set(None)
+        else:
+            self._generation += 1
+            log.info("listenKey handed to the reader (generation %d)", self._generation)
+            self.grant.set(ListenKeyGrant(key, self._generation))
         self.stats.has_credential = key is not None
 
     def _drain_stale(self) -> None:

@@ -16,19 +16,31 @@ was read off a socket is ever discarded.
 
 Batches: the buffer appends each event to the batch at its tail (one batch per connection run,
 at most ``batch_max`` events), so whatever accumulated while the router was busy leaves as one
-:class:`~spark.actors.messages.UserEvents`. ``StreamUp`` / ``StreamDown`` notices travel through
-the same FIFO, so the router sees them in order with the events around them.
+:class:`~spark.actors.messages.UserEvents`. The forwarder also lets a burst finish before it cuts
+a batch (it yields while the readers keep adding, and in a sustained burst waits up to
+``_BURST_WAIT_S`` for ``_BURST_BATCH`` events): per-batch costs — a channel hand-over, a task
+switch into the router — are then paid once per tens of events rather than per event, which is
+what keeps ingest close to a bare websocket client (``bench/ingest.py``). ``StreamUp`` /
+``StreamDown`` notices travel through the same FIFO, so the router sees them in order with the
+events around them.
+
+"Bounded channel" here is :class:`EventBuffer` rather than a ``trio`` memory channel because a
+channel cannot batch, cannot be paused against by capacity in events while staying non-blocking
+for the writer, and cannot carry order-preserving notices outside its capacity.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import attrs
 import trio
+from prometheus_client import Histogram
 
 from spark.actors.messages import StreamDown, StreamUp, UserEvent, UserEvents, UserStreamItem
 from spark.exchange.errors import MalformedFrame
@@ -43,6 +55,7 @@ from spark.runtime.metrics import Metrics
 __all__ = [
     "ROUTER_EVENT_TYPES",
     "EventBuffer",
+    "LagHistogram",
     "StreamCounters",
     "UserStreamStats",
     "Waiter",
@@ -89,11 +102,17 @@ class EventBuffer:
         self._space.set()
         self._empty = trio.Event()
         self._empty.set()
+        self._ripe = trio.Event()
+        self._ripe_at = math.inf
         self.high_water = 0
 
     @property
     def capacity(self) -> int:
         return self._capacity
+
+    @property
+    def batch_max(self) -> int:
+        return self._batch_max
 
     @property
     def events(self) -> int:
@@ -117,7 +136,10 @@ class EventBuffer:
             and tail.connection == connection
             and len(tail.events) < self._batch_max
         ):
-            tail.events.append(event)
+            events = tail.events
+            events.append(event)
+            if len(events) >= self._ripe_at:
+                self._ripe.set()
         else:
             items.append(_Batch(connection, received_at, event))
         self._events += 1
@@ -141,6 +163,32 @@ class EventBuffer:
         """Until everything held has been taken (used for the flush at shutdown)."""
         while self._items:
             await self._empty.wait()
+
+    @property
+    def tail_open(self) -> bool:
+        """Whether the newest item is a batch that can still grow."""
+        tail = self._items[-1] if self._items else None
+        return type(tail) is _Batch and len(tail.events) < self._batch_max
+
+    async def wait_ripe(self, size: int, deadline: float) -> None:
+        """Until the newest batch holds ``size`` events (or is closed), or ``deadline``."""
+        tail = self._items[-1] if self._items else None
+        if type(tail) is not _Batch or len(tail.events) >= size:
+            return
+        self._ripe = trio.Event()
+        self._ripe_at = size
+        try:
+            with trio.move_on_at(deadline):
+                await self._ripe.wait()
+        finally:
+            self._ripe_at = math.inf
+
+    async def wait_nonempty(self) -> None:
+        while not self._items:
+            waiter = self._nonempty
+            if waiter.is_set():
+                waiter = self._nonempty = trio.Event()
+            await waiter.wait()
 
     async def take(self) -> UserStreamItem:
         """The next item for the router: a whole batch (as ``UserEvents``) or a notice."""
@@ -172,6 +220,57 @@ class EventBuffer:
         self._nonempty.set()
 
 
+class LagHistogram:
+    """``spark_ingest_lag_seconds`` observed per event, added to Prometheus in bulk.
+
+    prometheus_client has no bulk observe, and ``Histogram.observe`` takes two locks per call
+    (about 2 µs, a visible share of the per-event budget). So readers count into local buckets
+    with the histogram's own bounds (same ``le`` rule: the first bound >= the value) and
+    :meth:`flush` adds the counts — per batch, so the exported series lag by one batch at most.
+    If the client library's internals are not what this expects, it falls back to ``observe``
+    per value.
+    """
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        bounds = getattr(histogram, "_upper_bounds", None)
+        buckets = getattr(histogram, "_buckets", None)
+        total = getattr(histogram, "_sum", None)
+        self._bulk = (
+            isinstance(bounds, list) and isinstance(buckets, list)
+            and len(bounds) == len(buckets) and bool(bounds) and bounds[-1] == math.inf
+            and all(hasattr(b, "inc") for b in buckets) and hasattr(total, "inc")
+        )
+        self._bounds: list[float] = list(bounds) if self._bulk else []  # type: ignore[arg-type]
+        self._buckets: list[Any] = list(buckets) if self._bulk else []  # type: ignore[arg-type]
+        self._total: Any = total
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._pending = 0
+        if not self._bulk:
+            log.warning("prometheus_client internals changed; observing lags one by one")
+
+    def observe(self, seconds: float) -> None:
+        if self._bulk:
+            self._counts[bisect_left(self._bounds, seconds)] += 1
+            self._sum += seconds
+            self._pending += 1
+        else:
+            self._histogram.observe(seconds)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        counts, buckets = self._counts, self._buckets
+        for i, n in enumerate(counts):
+            if n:
+                buckets[i].inc(n)
+                counts[i] = 0
+        self._total.inc(self._sum)
+        self._sum = 0.0
+        self._pending = 0
+
+
 class StreamCounters:
     """One stream's ``spark_ws_*`` series (label ``stream``), with cheap hot-path counting.
 
@@ -181,8 +280,10 @@ class StreamCounters:
     every wake-up.
     """
 
-    def __init__(self, metrics: Metrics, stream: str) -> None:
+    def __init__(self, metrics: Metrics, stream: str, *, lag: bool = False) -> None:
         self.stream = stream
+        self.lag: LagHistogram | None = LagHistogram(metrics.ingest_lag_seconds) if lag \
+            else None
         self._messages = metrics.ws_messages_total.labels(stream)
         self._malformed = metrics.ws_malformed_total.labels(stream)
         self._reconnects = metrics.ws_reconnect_total.labels(stream)
@@ -200,6 +301,8 @@ class StreamCounters:
         if delta:
             self._flushed = self.frames
             self._messages.inc(delta)
+        if self.lag is not None:
+            self.lag.flush()
 
     def malformed_frame(self, exc: MalformedFrame, connection: str) -> None:
         """Count and log a frame that is not Binance's shape; the reader carries on."""
@@ -260,18 +363,52 @@ async def forward(
     back (being backpressured is waiting, not being stuck; a stuck router has its own stall
     deadline).
     """
+    burst_batch = min(_BURST_BATCH, buffer.batch_max)
     while True:
-        item: UserStreamItem | None = None
-        while item is None:
+        if not len(buffer):
             progress()
             with trio.move_on_after(heartbeat_s):
-                item = await buffer.take()
-        while True:
-            progress()
-            with trio.move_on_after(heartbeat_s):
-                await out.send(item)
+                await buffer.wait_nonempty()
+            continue
+        # Let the readers finish the burst they are in before cutting the batch: yield while
+        # they keep adding (a reader adds what the socket already holds, one frame per
+        # scheduling round; a round or two without growth means it is waiting for the
+        # network). Costs a scheduling round of latency when idle; under load it makes one
+        # batch and one hand-over out of many events instead of one per event.
+        held, quiet, rounds = -1, 0, 0
+        while quiet < _QUIET_ROUNDS and buffer.tail_open:
+            if buffer.events == held:
+                quiet += 1
+            else:
+                held, quiet = buffer.events, 0
+            rounds += 1
+            if rounds > _SPIN_ROUNDS:
+                # A sustained burst: stop taking a scheduling round per frame; let the batch
+                # fill up to a good size (or a couple of milliseconds pass).
+                await buffer.wait_ripe(burst_batch, trio.current_time() + _BURST_WAIT_S)
                 break
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        item = buffer.take_nowait()
+        assert item is not None
+        try:
+            out.send_nowait(item)
+        except trio.WouldBlock:
+            while True:  # backpressure: the router is behind
+                progress()
+                with trio.move_on_after(heartbeat_s):
+                    await out.send(item)
+                    break
+        progress()
         counters.flush()
+
+
+_QUIET_ROUNDS = 2
+"""Scheduling rounds without a new event after which a reader is taken to be waiting."""
+_SPIN_ROUNDS = 16
+"""Rounds spent collecting a burst one frame at a time before waiting for a full batch."""
+_BURST_BATCH = 64
+_BURST_WAIT_S = 0.002
+"""Most a burst's batch is held back for: bounds the latency this batching adds."""
 
 
 async def race(waiters: Sequence[Waiter], deadline: float = math.inf) -> int | None:

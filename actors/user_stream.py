@@ -2,7 +2,7 @@
 
 Two products, one shape (see :mod:`spark.actors.keeper` for why they differ):
 
-* :class:`FuturesUserStream` — an actor of its own. It reads the listenKey its
+* :class:`FuturesUserStream` — an actor of its own. It reads the listenKey grant its
   :class:`~spark.actors.keeper.FuturesKeeper` publishes, connects to
   ``/private/ws?listenKey=…&events=…``, and reconnects when the key changes. ``listenKeyExpired``
   (or a socket refused for the key) goes back to the keeper, and the reader waits for the next
@@ -53,7 +53,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
-from spark.actors.keeper import SocketFailed, SpotKeeper
+from spark.actors.keeper import ListenKeyGrant, SocketFailed, SpotKeeper
 from spark.actors.messages import StreamDown, StreamUp, UserEvent, UserStreamItem
 from spark.actors.streamio import (
     ROUTER_EVENT_TYPES,
@@ -135,13 +135,14 @@ class StreamTuning:
 class _Conn:
     """One connection's state, shared by its reader, prober and supervising loop."""
 
-    __slots__ = ("attention", "close_reason", "key", "last_rx", "name", "opened_at", "paused",
+    __slots__ = ("attention", "close_reason", "grant", "last_rx", "name", "opened_at", "paused",
                  "shutdown_notice", "ws")
 
-    def __init__(self, name: str, ws: Any, opened_at: float, key: str | None = None) -> None:
+    def __init__(self, name: str, ws: Any, opened_at: float,
+                 grant: ListenKeyGrant | None = None) -> None:
         self.name = name
         self.ws = ws
-        self.key = key
+        self.grant = grant
         self.opened_at = opened_at
         self.last_rx = opened_at
         self.paused = False
@@ -163,22 +164,24 @@ class _Reader:
         buffer: EventBuffer,
         counters: StreamCounters,
         stats: UserStreamStats,
-        metrics: Metrics,
         clock: WallClock,
         pause_limit_s: float,
     ) -> None:
         self.buffer = buffer
         self.counters = counters
         self.stats = stats
-        self._lag = metrics.ingest_lag_seconds
-        self._clock = clock
+        assert counters.lag is not None
+        self._observe = counters.lag.observe
+        self._now_ms = clock.now_ms
+        self._put = buffer.put
         self._pause_limit_s = pause_limit_s
 
     def accept(self, connection: str, event: UserEvent, now: float) -> None:
-        """A router event read at ``now``: lag metric, then into the buffer."""
-        lag_ms = self._clock.now_ms() - event.event_time
-        self._lag.observe(lag_ms / 1000.0 if lag_ms > 0 else 0.0)
-        self.buffer.put(connection, event, now)
+        """A router event read at ``now``: lag metric (wall clock at receipt minus the event
+        time; a negative value is clock offset to the venue, counted as 0), then the buffer."""
+        lag_ms = self._now_ms() - event.event_time
+        self._observe(lag_ms / 1000.0 if lag_ms > 0 else 0.0)
+        self._put(connection, event, now)
         stats = self.stats
         stats.events += 1
         stats.last_event_at = now
@@ -211,7 +214,7 @@ class FuturesUserStream:
         self,
         *,
         profile: VenueProfile,
-        keys: Published[str | None],
+        grants: Published[ListenKeyGrant | None],
         keeper_events: trio.MemorySendChannel[KeyExpired],
         out: trio.MemorySendChannel[UserStreamItem],
         ws: WsConfig,
@@ -222,7 +225,7 @@ class FuturesUserStream:
         name: str = "futures-user",
     ) -> None:
         self._profile = profile
-        self._keys = keys
+        self._grants = grants
         self._keeper_events = keeper_events
         self._out = out
         self._ws = ws
@@ -233,7 +236,7 @@ class FuturesUserStream:
         self._name = name
         self._seq = 0
         self.stats = UserStreamStats()
-        self.counters = StreamCounters(metrics, STREAM_LABEL)
+        self.counters = StreamCounters(metrics, STREAM_LABEL, lag=True)
         self.policy = ReconnectPolicy.from_config(ws, rng=rng)
         self._probe_interval = ws.stall_timeout_s / 3
 
@@ -244,7 +247,7 @@ class FuturesUserStream:
         buffer = EventBuffer(self._ws.inbox_size, tuning.batch_max)
         pause = tuning.pause_limit_s if tuning.pause_limit_s is not None \
             else self._ws.stall_timeout_s
-        reader = _Reader(buffer, self.counters, self.stats, self._metrics, self._clock, pause)
+        reader = _Reader(buffer, self.counters, self.stats, self._clock, pause)
         self.policy = ReconnectPolicy.from_config(self._ws, rng=self._rng)
         task_status.started()
         async with trio.open_nursery() as nursery:
@@ -259,15 +262,16 @@ class FuturesUserStream:
     async def _connections(self, ctx: ChildContext, reader: _Reader) -> None:
         policy = self.policy
         hb = self._tuning.heartbeat_s
-        dead_key: str | None = None
+        dead: ListenKeyGrant | None = None
         counted_reconnects = policy.reconnects
         while not ctx.stop_requested.is_set():
             ctx.progress()
-            key, version = self._keys.value, self._keys.version
+            grant, version = self._grants.value, self._grants.version
             now = trio.current_time()
-            if key is None or key == dead_key:
-                # No usable key: wait for the keeper to publish a new one.
-                await race([ctx.wait_stop, partial(self._keys.wait_changed, version)], now + hb)
+            if grant is None or grant == dead:
+                # No usable key: wait for the keeper to hand out a new one.
+                await race([ctx.wait_stop, partial(self._grants.wait_changed, version)],
+                           now + hb)
                 continue
             if reader.buffer.full:
                 await race([ctx.wait_stop, reader.buffer.wait_space], now + hb)
@@ -280,17 +284,18 @@ class FuturesUserStream:
                 counted_reconnects = policy.reconnects
                 self.counters.reconnect()
             self._seq += 1
-            if await self._connection(ctx, reader, key, version, f"{self._name}-{self._seq}"):
-                dead_key = key
+            if await self._connection(ctx, reader, grant, version,
+                                      f"{self._name}-{self._seq}"):
+                dead = grant
 
     async def _connection(
-        self, ctx: ChildContext, reader: _Reader, key: str, version: int, name: str
+        self, ctx: ChildContext, reader: _Reader, grant: ListenKeyGrant, version: int, name: str
     ) -> bool:
         """One connection from connect to close; True when the venue says the key is dead."""
         policy = self.policy
         conn: _Conn | None = None
         reason = "closed"
-        url = futures_user_data_url(self._profile, key)
+        url = futures_user_data_url(self._profile, grant.key)
         try:
             try:
                 with trio.CancelScope() as abort:
@@ -298,7 +303,7 @@ class FuturesUserStream:
                                        connect_timeout_s=self._tuning.connect_timeout_s) as ws:
                         now = trio.current_time()
                         policy.on_connected(now)
-                        conn = _Conn(name, ws, now, key)
+                        conn = _Conn(name, ws, now, grant)
                         self._up(conn, reader.buffer)
                         async with trio.open_nursery() as nursery:
                             nursery.start_soon(self._read, conn, reader)
@@ -315,7 +320,7 @@ class FuturesUserStream:
                     # Binance refuses the socket for an unknown or expired listenKey.
                     log.warning("user data: socket refused for the listenKey (HTTP 400); "
                                 "asking the keeper for a new key")
-                    self._report_dead_key(key)
+                    self._report_dead_key(grant.key)
                     return True
                 log.warning("user data: connect refused: HTTP %s", exc.status_code)
                 return False
@@ -383,9 +388,10 @@ class FuturesUserStream:
 
     def _control(self, conn: _Conn, event: object) -> None:
         if isinstance(event, ListenKeyExpired):
-            if event.listen_key is None or event.listen_key == conn.key:
+            key = None if conn.grant is None else conn.grant.key
+            if event.listen_key is None or event.listen_key == key:
                 log.warning("user data: listenKeyExpired on %s", conn.name)
-                self._report_dead_key(conn.key)
+                self._report_dead_key(key)
                 conn.end("listen_key_expired")
         elif isinstance(event, ServerShutdown):
             log.info("user data: serverShutdown on %s; reconnecting now", conn.name)
@@ -419,6 +425,8 @@ class FuturesUserStream:
                     await ws.ping()
                 except ConnectionClosed:
                     return
+                except ValueError:  # pragma: no cover - random payload equal to one in flight
+                    continue
                 conn.last_rx = self.stats.last_frame_at = max(conn.last_rx,
                                                                trio.current_time())
 
@@ -426,7 +434,7 @@ class FuturesUserStream:
         """Supervise one connection until it must close; returns the reason."""
         policy = self.policy
         hb = self._tuning.heartbeat_s
-        keys = self._keys
+        grants = self._grants
         shutdown_seen = False
         while True:
             ctx.progress()
@@ -437,10 +445,10 @@ class FuturesUserStream:
                 return conn.close_reason
             if ctx.stop_requested.is_set():
                 return "stop"
-            if keys.value != conn.key:
+            if grants.value != conn.grant:
                 # A new key replaces this one: reconnect at once (no backoff; not a failure).
                 policy.on_server_shutdown(now)
-                return "key_changed" if keys.value is not None else "key_withdrawn"
+                return "key_changed" if grants.value is not None else "key_withdrawn"
             if conn.shutdown_notice and not shutdown_seen:
                 shutdown_seen = True
                 policy.on_server_shutdown(now)
@@ -454,7 +462,7 @@ class FuturesUserStream:
             assert isinstance(step, ReadUntil)
             self.counters.connected(True, policy.uptime(now))
             deadline = min(step.deadline, now + hb)
-            await race([attention.wait, ctx.wait_stop, partial(keys.wait_changed, version)],
+            await race([attention.wait, ctx.wait_stop, partial(grants.wait_changed, version)],
                        deadline)
 
 
@@ -517,7 +525,7 @@ class SpotUserStream:
         self._tuning = tuning if tuning is not None else StreamTuning()
         self._name = name
         self.stats = UserStreamStats()
-        self.counters = StreamCounters(metrics, STREAM_LABEL)
+        self.counters = StreamCounters(metrics, STREAM_LABEL, lag=True)
         self._probe_interval = ws.stall_timeout_s / 3
         self._conns: dict[int, _SpotConn] = {}
         self._opened = 0
@@ -526,7 +534,7 @@ class SpotUserStream:
         self._all_closed = trio.Event()
         # WsApiSession wants an event channel; we read events ourselves and only hand it
         # responses (see _read), so this one never carries anything.
-        self._no_events, _unused = trio.open_memory_channel[Inbound[Any]](1)
+        self._no_events, self._no_events_rx = trio.open_memory_channel[Inbound[Any]](1)
 
     async def run(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -535,8 +543,7 @@ class SpotUserStream:
         buffer = EventBuffer(self._ws.inbox_size, tuning.batch_max)
         pause = tuning.pause_limit_s if tuning.pause_limit_s is not None \
             else self._ws.stall_timeout_s
-        self._reader = _Reader(buffer, self.counters, self.stats, self._metrics, self._clock,
-                               pause)
+        self._reader = _Reader(buffer, self.counters, self.stats, self._clock, pause)
         self._conns = {}
         task_status.started()
         async with trio.open_nursery() as nursery:
@@ -563,7 +570,8 @@ class SpotUserStream:
         if self._opened > 1:
             self.counters.reconnect()
         try:
-            await self._nursery.start(self._connection, conn_id)
+            # Names stay unique across restarts (the schedule's ids start again at 1).
+            await self._nursery.start(self._connection, conn_id, f"{self._name}-{self._opened}")
         except (HandshakeError, OSError) as exc:
             raise SocketFailed("connect", type(exc).__name__) from None
 
@@ -572,7 +580,7 @@ class SpotUserStream:
         if conn is None or conn.close_reason is not None:
             raise SocketFailed("closed")
         try:
-            response = await conn.session.request(request(conn.session.next_id()))
+            response = await self._ask(conn, request(conn.session.next_id()))
             return response.subscription_id()
         except ConnectionClosed:
             raise SocketFailed("closed") from None
@@ -586,9 +594,9 @@ class SpotUserStream:
         if conn is None or conn.close_reason is not None:
             return None
         try:
-            response = await conn.session.request(
-                WsApiRequest(conn.session.next_id(), "session.status"))
-        except ConnectionClosed:
+            response = await self._ask(
+                conn, WsApiRequest(conn.session.next_id(), "session.status"))
+        except (ConnectionClosed, SocketFailed):
             return None
         except ExchangeError:
             log.warning("user data: %s did not answer session.status; closing it as stalled",
@@ -604,6 +612,36 @@ class SpotUserStream:
         # A venue that does not report the flag has answered on the subscribed connection;
         # a subscription only ends with eventStreamTerminated, which we would have seen.
         return flag if isinstance(flag, bool) else True
+
+    @staticmethod
+    async def _ask(conn: _SpotConn, request: WsApiRequest) -> WsApiResponse:
+        """A WS-API request that fails at once when its connection ends.
+
+        ``WsApiSession`` fails a pending request only by its own timeout; when we close a
+        connection (a stall) while the keeper waits on it, that would hold the keeper — and
+        user data — for the whole ``request_timeout_s``. Raises :class:`SocketFailed`
+        (``closed``) then, and whatever the session raises otherwise.
+        """
+        response: WsApiResponse | None = None
+        error: Exception | None = None
+        with trio.CancelScope() as gone:
+
+            async def watch() -> None:
+                await conn.ended.wait()
+                gone.cancel()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                try:
+                    response = await conn.session.request(request)
+                except (ConnectionClosed, ExchangeError) as exc:
+                    error = exc
+                nursery.cancel_scope.cancel()
+        if response is not None:
+            return response
+        if error is not None:
+            raise error
+        raise SocketFailed("closed", "the connection ended while the request was pending")
 
     def announce(self, conn_id: int, gap: bool) -> None:
         conn = self._conns.get(conn_id)
@@ -628,9 +666,9 @@ class SpotUserStream:
     # -- connections -------------------------------------------------------------------------
 
     async def _connection(
-        self, conn_id: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, conn_id: int, name: str, *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        name = f"{self._name}-{conn_id}"
         conn: _SpotConn | None = None
         try:
             try:

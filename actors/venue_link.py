@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-from spark.actors.keeper import FuturesKeeper, KeeperStats, SpotKeeper
+from spark.actors.keeper import FuturesKeeper, KeeperStats, ListenKeyGrant, SpotKeeper
 from spark.actors.market_stream import MarketStream
 from spark.actors.messages import PriceBoard, UserStreamItem
 from spark.actors.streamio import UserStreamStats
@@ -75,7 +75,7 @@ class VenueLinkHandles:
     market: MarketStream
     user_stream: FuturesUserStream | SpotUserStream
     keeper: FuturesKeeper | SpotKeeper
-    listen_key: Published[str | None] | None = None  # futures only; never log its value
+    listen_key: Published[ListenKeyGrant | None] | None = None  # futures only
 
     @property
     def connected(self) -> bool:
@@ -128,12 +128,12 @@ def build_venue_link(
     children: list[ChildSpec] = []
     keeper: FuturesKeeper | SpotKeeper
     user: FuturesUserStream | SpotUserStream
-    listen_key: Published[str | None] | None = None
+    listen_key: Published[ListenKeyGrant | None] | None = None
     if profile.product == "futures":
         keeper = FuturesKeeper(rest, config.listenkey, metrics, heartbeat_s=tuning.heartbeat_s,
                                delete_timeout_s=min(DELETE_TIMEOUT_S, deadline), rng=rng)
-        listen_key = keeper.key
-        user = FuturesUserStream(profile=profile, keys=keeper.key, keeper_events=keeper.events,
+        listen_key = keeper.grant
+        user = FuturesUserStream(profile=profile, grants=keeper.grant, keeper_events=keeper.events,
                                  out=send, ws=config.ws, metrics=metrics, clock=clock,
                                  tuning=tuning, rng=rng)
         children.append(ChildSpec("keeper", keeper.run, Restart.PERMANENT,

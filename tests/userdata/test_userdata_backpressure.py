@@ -12,6 +12,7 @@ import trio
 import trio_websocket
 from userdata_helpers import FAST_WS, is_up, new_metrics, run_link, sample, sim_venue
 
+from spark.actors.keeper import ListenKeyGrant
 from spark.actors.messages import StreamDown, StreamUp, UserEvents, UserStreamItem
 from spark.actors.user_stream import FuturesUserStream, StreamTuning
 from spark.config.schema import WsConfig
@@ -95,7 +96,7 @@ async def test_malformed_frames_are_counted_and_the_reader_survives() -> None:
         port = server.port
         profile = venue_profile("sim", rest_url=f"http://127.0.0.1:{port}",
                                 sim_product="futures")
-        reader = FuturesUserStream(profile=profile, keys=Published[str | None]("k1"),
+        reader = FuturesUserStream(profile=profile, grants=one_grant("k1"),
                                    keeper_events=keeper_send, out=send, ws=FAST_WS,
                                    metrics=metrics,
                                    tuning=StreamTuning(heartbeat_s=0.2))
@@ -172,7 +173,7 @@ async def test_futures_silent_socket_is_found_by_unanswered_pings() -> None:
         port = listeners[0].socket.getsockname()[1]
         profile = venue_profile("sim", rest_url=f"http://127.0.0.1:{port}",
                                 sim_product="futures")
-        reader = FuturesUserStream(profile=profile, keys=Published[str | None]("k1"),
+        reader = FuturesUserStream(profile=profile, grants=one_grant("k1"),
                                    keeper_events=keeper_send, out=send, ws=ws,
                                    metrics=new_metrics(), tuning=StreamTuning(heartbeat_s=0.1))
         ctx = ChildContext("user_stream")
@@ -187,3 +188,8 @@ async def test_futures_silent_socket_is_found_by_unanswered_pings() -> None:
         assert reader.policy.stalls >= 1
         ctx.request_stop()
         nursery.cancel_scope.cancel()
+
+
+def one_grant(key: str) -> Published[ListenKeyGrant | None]:
+    """A fixed listenKey grant, as a keeper would hand it out."""
+    return Published[ListenKeyGrant | None](ListenKeyGrant(key, 1))

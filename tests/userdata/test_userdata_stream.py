@@ -9,6 +9,8 @@ import pytest
 import trio
 from userdata_helpers import (
     CREDS,
+    FAST_TUNING,
+    FAST_WS,
     QUICK_STALL_WS,
     Link,
     is_down,
@@ -19,10 +21,13 @@ from userdata_helpers import (
     sim_venue,
 )
 
-from spark.actors.keeper import FuturesKeeper
-from spark.actors.messages import StreamDown, StreamUp, UserEvents
+from spark.actors.keeper import FuturesKeeper, ListenKeyGrant
+from spark.actors.messages import StreamDown, StreamUp, UserEvents, UserStreamItem
 from spark.actors.streamio import StreamCounters
+from spark.actors.user_stream import FuturesUserStream, StreamTuning
 from spark.config.schema import ListenKeyConfig
+from spark.core.listenkey import KeyExpired
+from spark.core.published import Published
 from spark.exchange.errors import MalformedFrame
 from spark.exchange.events import ExecutionEvent
 from spark.exchange.rest import RestClient
@@ -149,14 +154,14 @@ async def test_a_healthy_idle_connection_is_not_reconnected(product: str) -> Non
 async def test_futures_listen_key_expiry_creates_a_new_key_and_reconnects() -> None:
     async with sim_venue() as sim, run_link(sim, "futures") as link:
         up = await link.until(is_up())
-        key = link.keeper.key.value  # type: ignore[union-attr]
+        key = link.listen_key()
         assert key is not None
         await sim.admin("POST", "/_sim/listenkeys/expire")
         down = await link.until(is_down)
         assert isinstance(down, StreamDown) and down.reason == "listen_key_expired"
         again = await link.until(is_up(gap=True))
         assert isinstance(again, StreamUp) and again.connection != up.connection
-        assert link.keeper.key.value not in (None, key)  # type: ignore[union-attr]
+        assert link.listen_key() not in (None, key)
         assert sample(link.metrics, "spark_listenkey_renewals_total") == 1
         cid = await link.market_order()
         await assert_matches_venue(link, sim, [cid])
@@ -207,13 +212,13 @@ async def test_futures_keepalive_puts_are_counted() -> None:
     async with sim_venue() as sim:
         async with run_link(sim, "futures", listenkey=lk) as link:
             await link.until(is_up())
-            key = link.keeper.key.value  # type: ignore[union-attr]
+            key = link.listen_key()
             await trio.sleep(1.2)
             assert sample(link.metrics, "spark_listenkey_keepalive_total") >= 2
             assert sample(link.metrics, "spark_listenkey_renewals_total") == 0
-            assert link.keeper.key.value == key  # type: ignore[union-attr]
+            assert link.listen_key() == key
         # The polite stop deleted the key: the venue no longer knows it.
-        assert link.keeper.key.value is None  # type: ignore[union-attr]
+        assert link.listen_key() is None
         response = await sim.admin_http.put("/fapi/v1/listenKey",
                                             headers={"X-MBX-APIKEY": "sim-key"})
         assert response.status_code == 400 and response.json()["code"] == -1125
@@ -229,15 +234,16 @@ async def test_futures_keepalive_answered_minus_1125_renews_the_key() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(keeper.run, ctx)
             with trio.fail_after(5):
-                _, first = await keeper.key.wait_changed(0)
+                _, first = await keeper.grant.wait_changed(0)
             assert first is not None
             await sim.admin("POST", "/_sim/listenkeys/expire")
             with trio.fail_after(5):
-                _, second = await keeper.key.wait_changed(keeper.key.version)
-            assert second not in (None, first)
+                _, second = await keeper.grant.wait_changed(keeper.grant.version)
+            assert second is not None and first is not None and second.key != first.key
+            assert second.generation > first.generation
             assert sample(metrics, "spark_listenkey_renewals_total") == 1
             ctx.request_stop()
-        assert keeper.key.value is None
+        assert keeper.grant.value is None
 
 
 async def test_malformed_frame_logs_carry_no_credentials(caplog: pytest.LogCaptureFixture) -> None:
@@ -249,3 +255,53 @@ async def test_malformed_frame_logs_carry_no_credentials(caplog: pytest.LogCaptu
     text = caplog.text
     assert "malformed frame" in text and "pqJKmZ0secretKEY123" not in text
     assert len(text) < 400  # truncated
+
+
+async def test_futures_socket_refused_for_its_key_reports_it_and_waits_for_a_new_grant(
+) -> None:
+
+
+    grants = Published[ListenKeyGrant | None](ListenKeyGrant("not-a-key", 1))
+    send, receive = trio.open_memory_channel[UserStreamItem](8)
+    reports_send, reports = trio.open_memory_channel[KeyExpired](8)
+    async with sim_venue() as sim, RestClient(sim.profile("futures"), CREDS) as rest:
+        reader = FuturesUserStream(profile=sim.profile("futures"), grants=grants,
+                                   keeper_events=reports_send, out=send, ws=FAST_WS,
+                                   metrics=new_metrics(), tuning=FAST_TUNING)
+        ctx = ChildContext("user_stream")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(reader.run, ctx)
+            with trio.fail_after(5):
+                assert await reports.receive() == KeyExpired("not-a-key")
+            # The reader does not retry a refused grant on its own ...
+            with trio.move_on_after(0.5):
+                await reports.receive()
+                pytest.fail("retried a refused grant")
+            # ... but does retry when the keeper hands the key out again (a new generation),
+            grants.set(ListenKeyGrant("not-a-key", 2))
+            with trio.fail_after(5):
+                assert await reports.receive() == KeyExpired("not-a-key")
+            # and connects with a key the venue knows.
+            grants.set(ListenKeyGrant(await rest.futures_create_listen_key(), 3))
+            with trio.fail_after(5):
+                up = await receive.receive()
+            assert isinstance(up, StreamUp) and up.gap
+            ctx.request_stop()
+
+
+async def test_spot_subscribe_pending_on_a_stalled_socket_fails_at_once() -> None:
+    # The venue holds everything for 3 stall timeouts: the replacement connection's subscribe
+    # request is pending when that socket is called stalled too. The request must fail with
+    # its connection, not after the session's request timeout (10 s here).
+    ws = QUICK_STALL_WS
+    tuning = StreamTuning(heartbeat_s=0.5, connect_timeout_s=5.0, request_timeout_s=10.0)
+    async with sim_venue() as sim, run_link(sim, "spot", ws=ws, tuning=tuning) as link:
+        await link.until(is_up())
+        await sim.admin("POST", "/_sim/ws/stall", {"duration_s": 3 * ws.stall_timeout_s})
+        resumes = trio.current_time() + 3 * ws.stall_timeout_s
+        again = await link.until(is_up(gap=True), timeout=10)
+        assert isinstance(again, StreamUp)
+        assert trio.current_time() - resumes < 2.0
+        assert link.keeper.stats.failures >= 1  # a subscribe failed with its socket
+        cid = await link.market_order()
+        await assert_matches_venue(link, sim, [cid])

@@ -81,14 +81,14 @@ async def test_venue_link_streams_events_and_prices_and_stops_cleanly(product: s
                 with trio.fail_after(10):
                     while nursery.child_tasks:
                         await trio.sleep(0.01)
-            rest_items = []
+            rest_items: list[object] = []
             while True:
                 try:
                     rest_items.append(handles.events.receive_nowait())
                 except trio.WouldBlock:
                     break
             assert isinstance(rest_items[-1], StreamDown)
-            assert not handles.connected and not handles.prices.value.connected
+            assert (handles.connected, handles.prices.value.connected) == (False, False)
             if product == "futures":
                 assert handles.listen_key is not None and handles.listen_key.value is None
                 response = await sim.admin_http.put("/fapi/v1/listenKey",

@@ -125,6 +125,12 @@ class Link:
         for ctx in reversed(self.contexts):
             ctx.request_stop()
 
+    def listen_key(self) -> str | None:
+        """The futures key the keeper hands out (None: none)."""
+        assert isinstance(self.keeper, FuturesKeeper)
+        grant = self.keeper.grant.value
+        return None if grant is None else grant.key
+
     # -- the test as router ---------------------------------------------------------------------
     async def next_item(self, timeout: float = 10.0) -> UserStreamItem:
         with trio.fail_after(timeout):
@@ -205,7 +211,7 @@ async def run_link(
         if product == "futures":
             keeper = FuturesKeeper(rest, listenkey, metrics, heartbeat_s=tuning.heartbeat_s,
                                    request_timeout_s=rest_timeout_s)
-            user = FuturesUserStream(profile=profile, keys=keeper.key,
+            user = FuturesUserStream(profile=profile, grants=keeper.grant,
                                      keeper_events=keeper.events, out=send, ws=ws,
                                      metrics=metrics, clock=clock, tuning=tuning)
             entries = [("keeper", keeper.run), ("user_stream", user.run)]
