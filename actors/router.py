@@ -382,6 +382,10 @@ class OrderRouter:
         ))
         async with self._limiter:
             now = trio.current_time()
+            if self._kill_switch.value:
+                # Approved before the switch engaged, not sent yet: it never leaves.
+                await self._send_tx.send(_SendDone(cid, now, _KillSwitchRefused()))
+                return
             if not self._breaker.allows_call(now):
                 await self._send_tx.send(_SendDone(cid, now, _BreakerRefused()))
                 return
@@ -415,6 +419,9 @@ class OrderRouter:
         if isinstance(result, _BreakerRefused):
             order = om.mark_rejected(order, now_ms, "circuit_breaker_open")
             self._metrics.order_rejections_total.labels("circuit_breaker_open").inc()
+        elif isinstance(result, _KillSwitchRefused):
+            order = om.mark_rejected(order, now_ms, "kill_switch")
+            self._metrics.order_rejections_total.labels("kill_switch").inc()
         elif isinstance(result, UnknownExecutionStatus):
             if sent_state:
                 deadline = (now_ms + self._config.value.exchange.recv_window_ms
@@ -440,6 +447,11 @@ class OrderRouter:
         if order is not before:
             self.table.put(order)
             await self._order_changed(order, trio.current_time())
+        if self._kill_switch.value and order.status in (om.OrderState.NEW,
+                                                        om.OrderState.PARTIALLY_FILLED):
+            # It was in flight when the kill switch engaged: cancel it now.
+            await self._on_cancel(CancelCmd(order.client_order_id, "kill_switch"))
+            order = self.table.get(order.client_order_id) or order
         # The caller learns the state now, UNKNOWN included ("placed or not, being resolved");
         # the venue's answer to the follow-up query lands in the order, not in the reply.
         reply = self._replies.pop(order.client_order_id, None)
@@ -640,6 +652,18 @@ class OrderRouter:
             reply.set(order_json(order))
 
     async def _on_cancel_all(self, msg: CancelAll) -> None:
+        # Orders approved but held back while reconciling are never sent.
+        waiting, self._waiting = self._waiting, []
+        for submit in waiting:
+            order = self.table.get(submit.intent.client_order_id)
+            if order is not None and order.status is om.OrderState.PENDING:
+                order = om.mark_rejected(order, self._clock.now_ms(), msg.reason)
+                self.table.put(order)
+                self._metrics.order_rejections_total.labels(msg.reason).inc()
+                await self._order_changed(order, trio.current_time())
+                reply = self._replies.pop(order.client_order_id, None)
+                if reply is not None:
+                    reply.set(order_json(order))
         open_orders = [o for o in self.table.open_orders() if o.status in (
             om.OrderState.NEW, om.OrderState.PARTIALLY_FILLED, om.OrderState.PARKED)]
         if open_orders:
@@ -880,6 +904,10 @@ class _NoVenue:
     """Placeholder until :meth:`OrderRouter.run` creates the venue client."""
 
     product = "spot"
+
+
+class _KillSwitchRefused:
+    """The kill switch engaged after approval and before the send: the order was not sent."""
 
 
 class _BreakerRefused:
