@@ -25,6 +25,7 @@ The decisions (transitions, what a venue answer means, reconciliation) are the s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -73,6 +74,8 @@ INBOX_SIZE = 1024  # commands and batches; user data is batched, so this is many
 QUERY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 SEND_DEADLINE_MARGIN_MS = 1000
 TICK_S = 0.5
+CONFIRM_DELAY_S = 1.0
+ENTRY_ID_MAX = 64  # the control port's ack route accepts ids up to this length
 
 
 # -- inbox messages ------------------------------------------------------------------------------
@@ -196,6 +199,7 @@ class OrderRouter:
         self._pending_entries: dict[str, rc.ReconciliationEntry] = {}
         self._acked_entries: set[str] = set()
         self._stopping = False
+        self._suspects: set[str] = set()
         self.product = "spot"
 
     # -- channels others use ---------------------------------------------------------------------
@@ -532,7 +536,10 @@ class OrderRouter:
         result = self.table.apply_event(event, self._clock.now_ms())
         if result.duplicate or result.order is None or result.effects is None:
             return
-        await self._persist_execution(event, result.order, received_at)
+        # A trade learned twice (socket and reconciliation, under different execution ids) is
+        # one fill: its report is stored with the fill it brought, never a second time.
+        if event.execution_type != "TRADE" or result.effects.new_fills:
+            await self._persist_execution(event, result.order, received_at)
         await self._after_change(result.order, result.effects, received_at)
 
     async def _persist_execution(self, event: ExecutionEvent, order: om.Order,
@@ -780,11 +787,19 @@ class OrderRouter:
         # venue but not in the view.  Such findings are stale, not discrepancies; its own events
         # (or the next reconciliation) account for it.
         stale_kinds = (rc.DiscrepancyKind.UNKNOWN_ORDER, rc.DiscrepancyKind.UNKNOWN_FILL)
-        entries = tuple(
+        found = tuple(
             e for e in result.entries
             if not (e.kind in stale_kinds and e.client_order_id is not None
                     and e.client_order_id in self.table)
         )
+        # The venue's answers are not one atomic snapshot (open orders, queries and trades are
+        # separate calls, and events keep arriving meanwhile), so a finding can be a passing
+        # race.  Only a finding seen again by a confirming pass a moment later is raised.
+        entries = tuple(e for e in found if e.id in self._suspects)
+        unconfirmed = {e.id for e in found} - {e.id for e in entries}
+        self._suspects = unconfirmed
+        if unconfirmed and self._nursery is not None:
+            self._nursery.start_soon(self._confirm_reconcile)
         if entries:
             self._raise_entries(entries)
         log.info("reconciled with the venue (%s): %d events applied, %d discrepancies",
@@ -798,6 +813,10 @@ class OrderRouter:
                     self._dispatch(order, self._replies.pop(order.client_order_id, None),
                                    submit.approved_at)
             await trio.to_thread.run_sync(self._compact_log)
+
+    async def _confirm_reconcile(self) -> None:
+        await trio.sleep(CONFIRM_DELAY_S)
+        await self._reconcile("confirming findings")
 
     async def _retry_reconcile(self, reason: str) -> None:
         await trio.sleep(1.0)
@@ -813,6 +832,10 @@ class OrderRouter:
 
     def _raise_entries(self, entries: tuple[rc.ReconciliationEntry, ...]) -> None:
         for entry in entries:
+            if len(entry.id) > ENTRY_ID_MAX:
+                # Keep it acknowledgeable: same finding, same short id.
+                digest = hashlib.sha256(entry.id.encode()).hexdigest()[:24]
+                entry = attrs.evolve(entry, id=f"{entry.kind.value[:24]}-{digest}")
             if entry.id in self._pending_entries or entry.id in self._acked_entries:
                 continue
             self._pending_entries[entry.id] = entry
