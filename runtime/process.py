@@ -274,6 +274,9 @@ class Runtime:
         view = self.trade.router.view.value
         if view.reconciling:
             return False, "reconciling"
+        quotes = self.trade.prices.value.quotes
+        if any(quotes.get(s) is None for s in self.settings.config.risk.whitelist):
+            return False, "no_reference_prices"
         state = self.trading_state_name()
         if state != "ACTIVE":
             return False, state.lower()
