@@ -166,7 +166,9 @@ class OrderRouter:
         drift_inbox: trio.MemorySendChannel[Any] | None,
         send_allowed: bool,
         seed_positions: Callable[[], tuple[dict[str, Decimal], dict[str, int]]],
-        load_orders: Callable[[list[str]], list[om.Order]] | None = None,
+        load_orders: Callable[
+            [list[str]], tuple[list[om.Order], set[tuple[str, int]]]
+        ] | None = None,
     ) -> None:
         cfg = config.value
         self._config = config
@@ -200,6 +202,8 @@ class OrderRouter:
         self._acked_entries: set[str] = set()
         self._stopping = False
         self._suspects: set[str] = set()
+        # (symbol, trade id) of TRADE reports already in the database for restored orders.
+        self._stored_trade_reports: set[tuple[str, int]] = set()
         self.product = "spot"
 
     # -- channels others use ---------------------------------------------------------------------
@@ -312,7 +316,8 @@ class OrderRouter:
         stored: list[om.Order] = []
         if self._load_orders is not None:
             cids = [i.client_order_id for i in intents]
-            stored = await trio.to_thread.run_sync(self._load_orders, cids)
+            stored, self._stored_trade_reports = await trio.to_thread.run_sync(
+                self._load_orders, cids)
         known = {o.client_order_id for o in stored}
         restored = 0
         for order in stored:
@@ -538,7 +543,8 @@ class OrderRouter:
             return
         # A trade learned twice (socket and reconciliation, under different execution ids) is
         # one fill: its report is stored with the fill it brought, never a second time.
-        if event.execution_type != "TRADE" or result.effects.new_fills:
+        stored = (event.symbol, event.trade_id) in self._stored_trade_reports
+        if event.execution_type != "TRADE" or (result.effects.new_fills and not stored):
             await self._persist_execution(event, result.order, received_at)
         await self._after_change(result.order, result.effects, received_at)
 

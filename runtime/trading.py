@@ -280,13 +280,16 @@ class Trading:
             engine.dispose()
         return positions, last_ids
 
-    def _load_orders(self, client_order_ids: list[str]) -> list[om.Order]:
+    def _load_orders(
+        self, client_order_ids: list[str]
+    ) -> tuple[list[om.Order], set[tuple[str, int]]]:
         """The stored state of the given orders and of every order not final in the database,
         with the fills stored for them — what the router knew before it stopped."""
         from spark.storage.engine import make_engine
-        from spark.storage.schema import orders, trades
+        from spark.storage.schema import executions, orders, trades
 
         finals = [s.value for s in om.FINAL_STATES]
+        executed: set[tuple[str, int]] = set()
         engine = make_engine(self.database)
         out: list[om.Order] = []
         try:
@@ -301,10 +304,17 @@ class Trading:
                     for t in conn.execute(sa.select(trades).where(
                             trades.c.client_order_id.in_(list(by_cid)))).mappings():
                         fills.setdefault(t["client_order_id"], []).append(t)
+                    # TRADE reports stored even where their trade row is not (a crash between
+                    # two writer batches): reconciliation must add the trade, not the report.
+                    for e in conn.execute(sa.select(executions.c.symbol, executions.c.trade_id)
+                                          .where(executions.c.client_order_id.in_(list(by_cid)),
+                                                 executions.c.execution_type == "TRADE",
+                                                 executions.c.trade_id.is_not(None))):
+                        executed.add((e.symbol, int(e.trade_id)))
         except sa.exc.SQLAlchemyError as exc:
             log.warning("could not read stored orders (%s); the venue will be asked about each",
                         type(exc).__name__)
-            return []
+            return [], set()
         finally:
             engine.dispose()
         for cid, r in by_cid.items():
@@ -324,7 +334,7 @@ class Trading:
                 trade_ids=frozenset(int(t["trade_id"]) for t in got),
                 reject_reason=r["reason"],
             ))
-        return out
+        return out, executed
 
     # -- the subtree -------------------------------------------------------------------------
 
