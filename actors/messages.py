@@ -9,7 +9,8 @@ Who sends what (see docs/ARCHITECTURE.md, "The trading tree"):
 - user-data reader → router: :class:`UserEvents` batches, :class:`StreamUp` / :class:`StreamDown`
   (the router reconciles with the venue on every ``StreamUp`` with ``gap=True``);
 - market reader → anyone: ``Published[PriceBoard]`` (latest reference price per symbol);
-- router → breaker: :class:`CallOutcome` for every venue call that decides an order's fate;
+- router → breaker: a synchronous ``allows_call`` before and ``record`` after every order
+  call (see ``spark.actors.breaker``);
 - breaker → anyone: ``Published[BreakerView]``;
 - router → drift gate: :class:`ShadowOrder` when a live order is sent, :class:`LiveFill` per fill;
 - drift gate → anyone: ``Published[GateView]``;
@@ -73,23 +74,6 @@ class PriceBoard:
 
     quotes: Mapping[str, Quote] = attrs.field(factory=dict)
     connected: bool = False
-
-
-class Outcome:
-    """How a venue call ended, for the circuit breaker (see ``spark.core.breaker``)."""
-
-    SUCCESS = "success"
-    FAILURE = "failure"  # 5xx, unknown status, timeout, 418
-    IGNORED = "ignored"  # rejected for bad input (-1013, -2010 …): says nothing about health
-
-
-@attrs.frozen
-class CallOutcome:
-    outcome: str
-    duration_s: float
-    at: float
-    endpoint: str = "order"
-    detail: str = ""
 
 
 @attrs.frozen

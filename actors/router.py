@@ -173,7 +173,7 @@ class OrderRouter:
         cfg = config.value
         self._config = config
         self._venue_factory = venue_factory
-        self._venue: VenueOrders = _NoVenue()  # type: ignore[assignment]
+        self._venue_client: VenueOrders | None = None  # created by run()
         self._breaker = breaker
         self._outlet = outlet
         self._metrics = metrics
@@ -200,11 +200,15 @@ class OrderRouter:
         self._rules: dict[str, SymbolRules] = {}
         self._pending_entries: dict[str, rc.ReconciliationEntry] = {}
         self._acked_entries: set[str] = set()
-        self._stopping = False
         self._suspects: set[str] = set()
         # (symbol, trade id) of TRADE reports already in the database for restored orders.
         self._stored_trade_reports: set[tuple[str, int]] = set()
         self.product = "spot"
+
+    @property
+    def _venue(self) -> VenueOrders:
+        assert self._venue_client is not None, "the venue client is created by run()"
+        return self._venue_client
 
     # -- channels others use ---------------------------------------------------------------------
 
@@ -217,8 +221,8 @@ class OrderRouter:
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         ctx.register_mailbox("router", self.inbox)
-        self._venue = self._venue_factory()
-        self.product = self._venue.product
+        self._venue_client = self._venue_factory()
+        self.product = self._venue_client.product
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await self._load_rules()
@@ -927,12 +931,6 @@ class OrderRouter:
 
 
 _NOTHING: Any = object()
-
-
-class _NoVenue:
-    """Placeholder until :meth:`OrderRouter.run` creates the venue client."""
-
-    product = "spot"
 
 
 class _KillSwitchRefused:

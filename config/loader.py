@@ -12,7 +12,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,6 @@ class Settings:
 def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Settings:
     """Load and validate; raise :class:`ConfigError` listing every problem."""
     env = os.environ if env is None else env
-    problems: list[Problem] = []
     raw: dict[str, Any] = {}
     source = Path(path) if path is not None else None
     if source is not None:
@@ -74,17 +73,26 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
             raise ConfigError([Problem(str(source), f"not valid TOML: {exc}")]) from None
         except UnicodeDecodeError:
             raise ConfigError([Problem(str(source), "not UTF-8 text")]) from None
-    problems.extend(_find_secrets(raw, ""))
+    secrets, secret_problems = secrets_from_env(env)
+    config, overridden = _validate(raw, env, secret_problems)
+    return Settings(config=config, secrets=secrets, source=source, overridden=overridden)
+
+
+def _validate(
+    raw: dict[str, Any], env: Mapping[str, str], env_problems: Sequence[Problem] = ()
+) -> tuple[SparkConfig, tuple[str, ...]]:
+    """Secrets check, environment overrides, strict structuring and cross checks of a parsed
+    document; raises :class:`ConfigError` with every problem (``env_problems`` included)."""
+    problems: list[Problem] = _find_secrets(raw, "")
     overridden = _apply_env(raw, env, problems)
     config = _structure(SparkConfig, raw, "", problems)
-    secrets, secret_problems = secrets_from_env(env)
-    problems.extend(secret_problems)
+    problems.extend(env_problems)
     if isinstance(config, SparkConfig):
         problems.extend(cross_checks(config))
     if problems:
         raise ConfigError(_name_env_sources(problems, env))
     assert isinstance(config, SparkConfig)
-    return Settings(config=config, secrets=secrets, source=source, overridden=overridden)
+    return config, overridden
 
 
 def _name_env_sources(problems: list[Problem], env: Mapping[str, str]) -> list[Problem]:
@@ -99,20 +107,11 @@ def _name_env_sources(problems: list[Problem], env: Mapping[str, str]) -> list[P
 def loads(text: str, env: Mapping[str, str] | None = None) -> SparkConfig:
     """Validate TOML text (handy in tests); environment overrides apply as in :func:`load`."""
     env = {} if env is None else env
-    problems: list[Problem] = []
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([Problem("<text>", f"not valid TOML: {exc}")]) from None
-    problems.extend(_find_secrets(raw, ""))
-    _apply_env(raw, env, problems)
-    config = _structure(SparkConfig, raw, "", problems)
-    if isinstance(config, SparkConfig):
-        problems.extend(cross_checks(config))
-    if problems:
-        raise ConfigError(_name_env_sources(problems, env))
-    assert isinstance(config, SparkConfig)
-    return config
+    return _validate(raw, env)[0]
 
 
 def _find_secrets(raw: Mapping[str, Any], prefix: str) -> list[Problem]:

@@ -387,6 +387,7 @@ def prepare_database(url: str) -> str | None:
     operator's decision (``spark-runtime db upgrade``).  An unreachable database is not a startup
     error: the writer spools until it answers.
     """
+    import sqlalchemy as sa
     from sqlalchemy.exc import SQLAlchemyError
 
     from spark.storage import migrate
@@ -397,7 +398,7 @@ def prepare_database(url: str) -> str | None:
     try:
         try:
             current = migrate.current_revisions(engine)
-            if not current and not sa_inspect_has_tables(engine):
+            if not current and not sa.inspect(engine).get_table_names():
                 log.info("empty database: creating the schema")
                 migrate.upgrade(engine)
             migrate.check_schema_current(engine)
@@ -409,12 +410,6 @@ def prepare_database(url: str) -> str | None:
     finally:
         engine.dispose()
     return None
-
-
-def sa_inspect_has_tables(engine: Any) -> bool:
-    import sqlalchemy as sa
-
-    return bool(sa.inspect(engine).get_table_names())
 
 
 class _Reconciliation:

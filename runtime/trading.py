@@ -19,7 +19,6 @@ is created when its actor starts, because in sim mode the venue's port is only k
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -59,10 +58,9 @@ class RestMetrics:
 
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
-        self.last_bytes_sent_s: float | None = None
 
     def on_bytes_sent(self, endpoint: str, since_call_s: float, budget_wait_s: float) -> None:
-        self.last_bytes_sent_s = since_call_s
+        pass  # time-to-socket is a benchmark's concern (bench/order_path.py), not a metric
 
     def on_response(self, endpoint: str, status: str, elapsed_s: float) -> None:
         self._m.exchange_requests_total.labels(endpoint, status).inc()
@@ -385,5 +383,3 @@ async def _mirror(source: Published[PriceBoard], target: Published[PriceBoard]) 
         version, board = await source.wait_changed(version)
         target.set(board)
 
-
-SeedPositions = Callable[[], tuple[dict[str, Decimal], dict[str, int]]]
