@@ -85,6 +85,7 @@ class RiskGuard:
         self._recent = risk.RollingCounter()
         self._seq = 0
         self._pending: dict[int, OrderIntent] = {}
+        self._inputs_changed = trio.Event()
         self.trading: Published[TradingStatus] = Published(self._derive())
         metrics.trading_state.set(self.trading.value.state.metric_value)
 
@@ -114,20 +115,25 @@ class RiskGuard:
                     ", ".join(status.reasons) or "all clear")
         return status
 
+    def _note_input_changed(self) -> None:
+        self._inputs_changed.set()
+
     async def _watch_inputs(self) -> None:
         """Re-derive the trading state whenever one of its inputs publishes a change."""
         sources: list[Published[Any]] = [self._kill_switch, self._breaker.view,
                                          self._router_view]
         if self._gate is not None:
             sources.append(self._gate)
-        versions = [s.version for s in sources]
-        while True:
-            async with trio.open_nursery() as nursery:
-                for index, source in enumerate(sources):
-                    nursery.start_soon(_wait_then_cancel, source, versions[index],
-                                       nursery.cancel_scope)
-            versions = [s.version for s in sources]
-            self.refresh_trading_state()
+        for source in sources:
+            source.add_listener(self._note_input_changed)
+        try:
+            while True:
+                await self._inputs_changed.wait()
+                self._inputs_changed = trio.Event()
+                self.refresh_trading_state()
+        finally:
+            for source in sources:
+                source.remove_listener(self._note_input_changed)
 
     # -- the actor ---------------------------------------------------------------------------
 
@@ -172,7 +178,7 @@ class RiskGuard:
             rules=dict(view.rules),
             positions=positions,
             open_orders=view.open_orders + len(self._pending),
-            recent_order_times=self._recent.times(now_s),
+            recent_orders=self._recent.count(now_s),
             breaker_dry_run=self._breaker.view.value.dry_run,
         )
         decision = risk.evaluate(request.intent, ctx, cfg.risk, now_ms, now_s)
@@ -213,8 +219,4 @@ class RiskGuard:
             out[symbol] = quote.mid if fresh and quote is not None else None
         return out
 
-
-async def _wait_then_cancel(source: Published[Any], version: int, scope: trio.CancelScope) -> None:
-    await source.wait_changed(version)
-    scope.cancel()
 

@@ -198,6 +198,7 @@ class OrderRouter:
         self._waiting: list[Submit] = []  # approved while reconciling: sent afterwards
         self._last_trade_ids: dict[str, int] = {}
         self._rules: dict[str, SymbolRules] = {}
+        self._rules_snapshot: Mapping[str, SymbolRules] = {}  # what readers get; set on load
         self._pending_entries: dict[str, rc.ReconciliationEntry] = {}
         self._acked_entries: set[str] = set()
         self._suspects: set[str] = set()
@@ -300,6 +301,7 @@ class OrderRouter:
                     self._rules[filters.symbol] = SymbolRules.from_exchange(filters)
                 except ValueError as exc:
                     log.error("exchange filters of %s unusable: %s", filters.symbol, exc)
+        self._rules_snapshot = dict(self._rules)
         missing = whitelist - set(self._rules)
         if missing:
             log.error("no exchange filters for %s: orders for them will be rejected",
@@ -839,6 +841,7 @@ class OrderRouter:
             created_ms=o.created_ms, source=o.source)
             for o in self.table if not o.is_final and o.status is not om.OrderState.PARKED]
         self._log.rewrite(keep)
+        self._log.prepare()
 
     def _raise_entries(self, entries: tuple[rc.ReconciliationEntry, ...]) -> None:
         for entry in entries:
@@ -900,7 +903,7 @@ class OrderRouter:
             positions=self.table.positions,
             accepted_seq=self._accepted_seq,
             reconciling=self._reconciling,
-            rules=dict(self._rules),
+            rules=self._rules_snapshot,
             reconciliation_pending=tuple(self._pending_entries.values()),
         ))
 

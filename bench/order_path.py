@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/order_path.py                  # 2,000 orders each
     .venv/bin/python bench/order_path.py --orders 200 --profile never
-    .venv/bin/python bench/order_path.py --what-if-router-loop   # see drop_router_idle_wait
+    .venv/bin/python bench/order_path.py --settle-ms 20   # each order alone on an idle runtime
 
 One run starts the simulated venue in its own process (``python -m spark.runtime.cli venue
 --port 0``, so it has its own event loop and, load permitting, its own core), builds the real
@@ -42,13 +42,11 @@ know when the call began: ``since_call_s`` counts from there), ``IntentLog.appen
 with ``gc.callbacks``, CPU per thread from /proc, to explain tails.  By default the venue gets a
 CPU of its own (``--no-pin`` to let the scheduler place everything).
 
-Two instance patches change behaviour, and the report says when they mattered:
-
-* always: ``OrderTable.put`` of an order that is already the stored object is a no-op, counted
-  (a race in ``OrderRouter._on_send_done`` otherwise halts trading when a fill event beats the
-  REST ACK; see :meth:`Probe._tolerate_unchanged_put`);
-* only with ``--what-if-router-loop``: the router's loop without its idle wait (see
-  :func:`drop_router_idle_wait`), to show what the rest of the path costs once that is fixed.
+Back-to-back (the default) places the next order as soon as the previous one is answered, so
+it competes with the previous order's aftermath (its user-data events, fills, paper shadow and
+database records all run on the same core): a queueing figure.  ``--settle-ms N`` waits until
+the previous order is final in the router's book and then ``N`` ms more, so each order meets an
+idle runtime: the per-order overhead itself.  The report says which mode ran.
 
 If the internal overhead misses its target (p99 <= 1 ms), ``--profile auto`` (the default) runs
 ``--profile-orders`` more orders under cProfile (event-loop thread) and prints the hot spots.
@@ -289,7 +287,6 @@ class Probe:
 
     def __init__(self) -> None:
         self.current: OrderTimes | None = None
-        self.unchanged_puts = 0
         self.gc_pauses: list[tuple[float, float]] = []
         self._gc_started: float | None = None
 
@@ -355,26 +352,6 @@ class Probe:
 
         histogram.observe = observe
         gc.callbacks.append(self._on_gc)
-        self._tolerate_unchanged_put(trade.router.table)
-
-    def _tolerate_unchanged_put(self, table: Any) -> None:
-        """Work around a race in ``OrderRouter._on_send_done`` (actors/router.py) so the run can
-        finish: when the user-data execution report is handled before the REST ACK, the order
-        is already NEW/FILLED, ``apply_ack`` is skipped, and the *unchanged* order is put back;
-        ``OrderTable.put`` refuses an equal version ("version N is not newer than N"), the
-        router records a status conflict, trading goes HALTED and the caller's reply is never
-        set (it times out after 15 s).  Here a put of the very object already stored is a
-        no-op (what the router means) and is counted; with the router fixed it never fires."""
-        original_put = table.put
-        probe = self
-
-        def put(order: Any) -> None:
-            if table.get(order.client_order_id) is order:
-                probe.unchanged_puts += 1
-                return
-            original_put(order)
-
-        table.put = put
 
     def uninstall(self) -> None:
         with contextlib.suppress(ValueError):
@@ -389,40 +366,6 @@ class Probe:
             self._gc_started = None
 
 
-def drop_router_idle_wait(router: Any) -> None:
-    """What-if, opt-in (``--what-if-router-loop``), not production behaviour: replace, on this
-    router instance only, ``OrderRouter._loop`` by the same loop without its idle wait.
-
-    The shipped loop starts every round with ``move_on_after(TICK_S): await
-    ctx.stop_requested.wait()``, i.e. it sleeps up to 0.5 s unless a stop is requested, then
-    drains the inbox and handles at most one more message as it arrives.  Every message that
-    lands during that sleep (an approved intent, a send result, a user-data batch) waits for it.
-    This version waits on the inbox instead (the stop is still seen within TICK_S, and a polite
-    stop still drains the inbox first), so the bench can show what the rest of the path costs."""
-    from spark.actors.router import TICK_S
-
-    inbox = router.inbox
-
-    async def loop(ctx: Any) -> None:
-        while True:
-            if ctx.stop_requested.is_set() and inbox.statistics().current_buffer_used == 0:
-                return
-            with trio.move_on_after(TICK_S):
-                message = await inbox.receive()
-                await router._handle(message)
-                ctx.progress()
-            while True:
-                try:
-                    message = inbox.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                await router._handle(message)
-                ctx.progress()
-            ctx.progress()
-
-    router._loop = loop
-
-
 # -- the runtime phase ---------------------------------------------------------------------------
 
 @attrs.define
@@ -430,7 +373,6 @@ class RuntimeResult:
     orders: list[OrderTimes]
     gc_pauses: list[tuple[float, float]]
     gc_orders_hit: int
-    unchanged_puts: int
     profile: pstats.Stats | None
     state_fs: str
     cpu: CpuSplit
@@ -462,8 +404,22 @@ async def wait_until_ready(runtime: Any, timeout_s: float = 60.0) -> None:
     raise RuntimeError(f"the runtime was not ready to trade within {timeout_s:g} s: {why}")
 
 
+async def settle(runtime: Any, client_order_id: str | None, settle_s: float) -> None:
+    """Wait until ``client_order_id`` is final in the router's book, then ``settle_s`` more."""
+    if settle_s <= 0:
+        return
+    table = runtime.trade.router.table
+    with trio.move_on_after(5):
+        while True:
+            order = table.get(client_order_id) if client_order_id else None
+            if order is None or order.is_final:
+                break
+            await trio.sleep(0.001)
+    await trio.sleep(settle_s)
+
+
 async def place_orders(runtime: Any, probe: Probe, count: int, start_index: int,
-                       record: list[OrderTimes] | None) -> None:
+                       record: list[OrderTimes] | None, settle_s: float = 0.0) -> None:
     from spark.runtime.control.backend import OrderRequest
 
     api = runtime.orders_api
@@ -481,6 +437,7 @@ async def place_orders(runtime: Any, probe: Probe, count: int, start_index: int,
             if not times.complete:
                 raise RuntimeError(f"order {start_index + i}: a probe did not fire: {times}")
             record.append(times)
+        await settle(runtime, answer.get("clientOrderId"), settle_s)
 
 
 async def runtime_phase(venue: VenueProcess, folder: Path,
@@ -497,8 +454,6 @@ async def runtime_phase(venue: VenueProcess, folder: Path,
     if problem is not None:
         raise RuntimeError(f"database: {problem}")
     runtime = Runtime(settings, env=bench_env())
-    if args.what_if_router_loop:
-        drop_router_idle_wait(runtime.trade.router)
     probe = Probe()
     cpu = CpuSplit()
     orders: list[OrderTimes] = []
@@ -515,12 +470,13 @@ async def runtime_phase(venue: VenueProcess, folder: Path,
             await wait_until_ready(runtime)
             probe.install(runtime)
             note(f"runtime: {args.warmup} warm-up orders")
-            await place_orders(runtime, probe, args.warmup, 0, None)
+            await place_orders(runtime, probe, args.warmup, 0, None, args.settle_ms / 1000)
             note(f"runtime: {args.orders} measured orders")
             gc.collect()
             probe.gc_pauses.clear()
             with cpu_split(venue.pid, cpu):
-                await place_orders(runtime, probe, args.orders, args.warmup, orders)
+                await place_orders(runtime, probe, args.orders, args.warmup, orders,
+                                   args.settle_ms / 1000)
             gc_pauses = list(probe.gc_pauses)
             missed = overhead_p99(orders) > OVERHEAD_TARGET_P99_S
             if args.profile == "always" or (args.profile == "auto" and missed):
@@ -529,7 +485,7 @@ async def runtime_phase(venue: VenueProcess, folder: Path,
                 profiler.enable()
                 try:
                     await place_orders(runtime, probe, args.profile_orders,
-                                       args.warmup + args.orders, None)
+                                       args.warmup + args.orders, None, args.settle_ms / 1000)
                 finally:
                     profiler.disable()
                 profile = pstats.Stats(profiler)
@@ -539,7 +495,7 @@ async def runtime_phase(venue: VenueProcess, folder: Path,
     if exit_code != [0]:
         raise RuntimeError(f"the runtime stopped with exit code {exit_code}")
     hit = orders_hit_by_gc(orders, gc_pauses)
-    return RuntimeResult(orders, gc_pauses, hit, probe.unchanged_puts, profile,
+    return RuntimeResult(orders, gc_pauses, hit, profile,
                          filesystem_of(state.resolve()), cpu)
 
 
@@ -591,11 +547,14 @@ async def floor_phase(venue: VenueProcess, args: argparse.Namespace,
             return elapsed
 
         note(f"floor: {args.warmup} warm-up + {args.orders} measured orders")
+        settle_s = args.settle_ms / 1000
         for i in range(args.warmup):
             await one(i)
+            await trio.sleep(settle_s)
         with cpu_split(venue.pid, cpu):
             for i in range(args.orders):
                 samples.append(await one(args.warmup + i))
+                await trio.sleep(settle_s)
     return samples
 
 
@@ -658,9 +617,9 @@ def report(args: argparse.Namespace, result: RuntimeResult, floor: list[float],
           f"{result.state_fs}; "
           + ("not pinned" if pinned is None else
              f"bench+runtime on CPUs {sorted(pinned[0])}, venue on {sorted(pinned[1])}"))
-    if args.what_if_router_loop:
-        print("WHAT-IF RUN: OrderRouter._loop replaced on the instance by one without the idle "
-              "wait (--what-if-router-loop); not the shipped behaviour")
+    print("mode: " + ("back-to-back (next order as soon as the previous is answered)"
+                      if not args.settle_ms else
+                      f"settled (previous order final, then {args.settle_ms:g} ms idle)"))
 
     rows: list[tuple[str, ...]] = [("measure (ms)", "p50", "p90", "p99", "max", "mean")]
     for name, values in stages.items():
@@ -707,10 +666,6 @@ def report(args: argparse.Namespace, result: RuntimeResult, floor: list[float],
                  f"{ms(floor_cpu.loop_s / len(floor))} / {ms(floor_cpu.venue_s / len(floor))} ms",
                  "(info)", ""))
     table(rows)
-    if result.unchanged_puts:
-        print(f"\nrouter race (fill event handled before the REST ACK; see "
-              f"Probe._tolerate_unchanged_put): {result.unchanged_puts} orders; without the "
-              "bench's shim each would have halted trading")
 
     slowest = sorted(orders, key=lambda o: o.bytes_sent - o.accepted)[-max(1, len(orders) // 100):]
     print("\nslowest 1% of orders, mean per stage (ms): " + ", ".join(
@@ -744,9 +699,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile-orders", type=int, default=500)
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                         help="give the venue process a CPU of its own (default: on)")
-    parser.add_argument("--what-if-router-loop", action="store_true",
-                        help="measure with OrderRouter._loop's idle wait removed (instance "
-                        "patch, see drop_router_idle_wait); not the shipped behaviour")
+    parser.add_argument("--settle-ms", type=float, default=0.0,
+                        help="before each order, wait until the previous one is final and "
+                        "then this long (0: back-to-back)")
     args = parser.parse_args(argv)
     if args.orders < 1 or args.warmup < 0:
         parser.error("--orders must be >= 1 and --warmup >= 0")

@@ -8,6 +8,7 @@ There is no I/O here; a ``trio.Event`` only wakes waiting readers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import trio
@@ -18,12 +19,13 @@ T = TypeVar("T")
 class Published(Generic[T]):
     """The latest immutable snapshot of some owner's state, with a version counter."""
 
-    __slots__ = ("_changed", "_value", "_version")
+    __slots__ = ("_changed", "_listeners", "_value", "_version")
 
     def __init__(self, initial: T) -> None:
         self._value = initial
         self._version = 0
         self._changed = trio.Event()
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def value(self) -> T:
@@ -41,7 +43,24 @@ class Published(Generic[T]):
         self._version += 1
         self._changed.set()
         self._changed = trio.Event()
+        for listener in self._listeners:
+            listener()
         return True
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every change, in the owner's task.
+
+        For a reader that watches several values at once (the risk guard derives the trading
+        state from four): one wake-up per change, instead of a task per value raced in a
+        nursery.  A listener must only note the change (set a flag, an Event) and return; the
+        reader does its work in its own task, so the owner is never held up and the reader's
+        state keeps one owner."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        """Stop calling ``listener`` (a reader that stops, or restarts, says so)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     async def wait_changed(self, seen_version: int) -> tuple[int, T]:
         """Wait until the version moves past ``seen_version``; return the new (version, value)."""

@@ -128,7 +128,6 @@ __all__ = [
     "RiskDecision",
     "RollingCounter",
     "SymbolRules",
-    "count_in_window",
     "evaluate",
     "reduces_risk",
 ]
@@ -279,8 +278,9 @@ class RiskContext:
 
     Missing map entries mean unknown: a symbol absent from ``positions`` has an unknown position
     (rejected), absent from ``rules`` has no filters (rejected), absent from
-    ``reference_prices`` has no price (rejected). ``recent_order_times`` are monotonic seconds of
-    orders approved recently (see :class:`RollingCounter`).
+    ``reference_prices`` has no price (rejected). ``recent_orders`` is how many orders were
+    approved within the last :data:`RATE_WINDOW_S` (see :class:`RollingCounter`, which keeps
+    that count; a count, not the times, so a decision costs the same however busy the minute).
     """
 
     trading_state: TradingState
@@ -292,7 +292,7 @@ class RiskContext:
     rules: Mapping[str, SymbolRules | None] = attrs.field(factory=dict, converter=_frozen_map)
     positions: Mapping[str, Decimal | None] = attrs.field(factory=dict, converter=_frozen_map)
     open_orders: int = 0
-    recent_order_times: tuple[float, ...] = ()
+    recent_orders: int = 0
     breaker_dry_run: bool = False
 
 
@@ -321,7 +321,7 @@ class RollingCounter:
 
     An event at ``t`` counts at ``now`` while ``now - t < window_s``; events stamped in the
     future count too (fail closed). The guard's owner :meth:`add`\\ s a time for every approved
-    intent and hands :meth:`times` to the next :class:`RiskContext`.
+    intent and hands :meth:`count` to the next :class:`RiskContext`.
     """
 
     __slots__ = ("_times", "window_s")
@@ -340,19 +340,10 @@ class RollingCounter:
         self._prune(now_s)
         return len(self._times)
 
-    def times(self, now_s: float) -> tuple[float, ...]:
-        self._prune(now_s)
-        return tuple(self._times)
-
     def _prune(self, now_s: float) -> None:
         times = self._times
         while times and now_s - times[0] >= self.window_s:
             times.popleft()
-
-
-def count_in_window(times: tuple[float, ...], now_s: float, window_s: float) -> int:
-    """How many of ``times`` count at ``now_s`` (same rule as :class:`RollingCounter`)."""
-    return sum(1 for t in times if now_s - t < window_s)
 
 
 def reduces_risk(position: Decimal, signed_quantity: Decimal) -> bool:
@@ -520,7 +511,7 @@ def _evaluate(
                           f"{ctx.open_orders} open orders (max {limits.max_open_orders})",
                           reduces)
         current = RATE_LIMIT
-        recent = count_in_window(ctx.recent_order_times, now_s, RATE_WINDOW_S)
+        recent = ctx.recent_orders
         if recent >= limits.max_orders_per_minute:
             return reject(RATE_LIMIT,
                           f"{recent} orders in the last minute "

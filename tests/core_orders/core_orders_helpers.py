@@ -61,7 +61,7 @@ def context(**overrides: Any) -> RiskContext:
         "rules": {"BTCUSDT": BTC_RULES},
         "positions": {"BTCUSDT": D(0)},
         "open_orders": 0,
-        "recent_order_times": (),
+        "recent_orders": 0,
     }
     values.update(overrides)
     return RiskContext(**values)

@@ -79,7 +79,7 @@ def test_small_market_order_is_approved() -> None:
         (intent("0.001"), {}, risk.MAX_NOTIONAL),
         (intent("0.0004"), {"positions": {"BTCUSDT": D("0.002")}}, risk.MAX_POSITION),
         (intent(), {"open_orders": 10}, risk.MAX_OPEN_ORDERS),
-        (intent(), {"recent_order_times": tuple(NOW_S - i for i in range(30))}, risk.RATE_LIMIT),
+        (intent(), {"recent_orders": 30}, risk.RATE_LIMIT),
     ],
 )
 def test_each_reason(i: object, ctx: dict[str, Any], reason: str) -> None:
@@ -209,18 +209,27 @@ def test_rolling_counter() -> None:
         c.add(t)
     assert c.count(59.5) == 3
     assert c.count(60.0) == 2  # the event at 0.0 is exactly one window old: gone
-    assert c.times(70.0) == (59.0,)
-    assert risk.count_in_window((0.0, 10.0, 80.0), 69.0, 60.0) == 2  # future counts (fail closed)
+    assert c.count(70.0) == 1
+    future = RollingCounter(60.0)
+    future.add(100.0)
+    assert future.count(50.0) == 1  # a time stamped in the future counts (fail closed)
     with pytest.raises(ValueError):
         RollingCounter(0)
 
 
 def test_rate_limit_window_edge() -> None:
     lim = RiskConfig(trade_window="00:00-24:00", max_orders_per_minute=2)
-    at = (NOW_S - 60.0, NOW_S - 30.0)
-    assert evaluate(intent(), context(recent_order_times=at), lim, T0_MS, NOW_S).approved
-    at = (NOW_S - 59.9, NOW_S - 30.0)
-    assert evaluate(intent(), context(recent_order_times=at), lim, T0_MS, NOW_S).reason == \
+    def counted(*times: float) -> int:
+        c = RollingCounter(risk.RATE_WINDOW_S)
+        for t in times:
+            c.add(t)
+        return c.count(NOW_S)
+
+    at = counted(NOW_S - 60.0, NOW_S - 30.0)
+    assert at == 1
+    assert evaluate(intent(), context(recent_orders=at), lim, T0_MS, NOW_S).approved
+    at = counted(NOW_S - 59.9, NOW_S - 30.0)
+    assert evaluate(intent(), context(recent_orders=at), lim, T0_MS, NOW_S).reason == \
         risk.RATE_LIMIT
 
 

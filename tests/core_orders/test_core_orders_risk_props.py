@@ -152,7 +152,7 @@ def violations(i: OrderIntent, c: RiskContext, lim: RiskConfig, now_ms: int) -> 
 
     if c.open_orders >= lim.max_open_orders:
         v.add(risk.MAX_OPEN_ORDERS)
-    recent = sum(1 for t in c.recent_order_times if NOW_S - t < 60)
+    recent = c.recent_orders
     if recent >= lim.max_orders_per_minute:
         v.add(risk.RATE_LIMIT)
     return v
@@ -257,7 +257,7 @@ def scenario(draw: st.DrawFn) -> tuple[OrderIntent, RiskContext, RiskConfig, int
     max_open, max_rate = lim.max_open_orders, lim.max_orders_per_minute
     open_orders = draw(st.integers(0, max_open - 1)) if not percent(draw, 8) else max_open
     n_recent = draw(st.integers(0, max_rate - 1)) if not percent(draw, 8) else max_rate
-    recent = tuple(NOW_S - draw(st.integers(-1, 130)) / 2 for _ in range(n_recent))
+    recent = n_recent
 
     i = OrderIntent(client_order_id="spk-prop", symbol=symbol, side=side, type=typ,
                     quantity=qty, price=price, time_in_force=tif)
@@ -272,7 +272,7 @@ def scenario(draw: st.DrawFn) -> tuple[OrderIntent, RiskContext, RiskConfig, int
         rules={} if percent(draw, 3) else {symbol: rules},
         positions={} if position is None else {symbol: position},
         open_orders=open_orders,
-        recent_order_times=recent,
+        recent_orders=recent,
     )
     return i, c, lim, now_ms
 
@@ -403,7 +403,7 @@ def single_fault(draw: st.DrawFn) -> tuple[str | None, OrderIntent, RiskContext,
     ctx: dict[str, Any] = dict(
         trading_state=TradingState.ACTIVE, kill_switch=False, breaker_state=BreakerState.CLOSED,
         gate_open=True, open_orders=draw(st.integers(0, 2)),
-        recent_order_times=tuple(NOW_S - 10 * k for k in range(draw(st.integers(0, 2)))))
+        recent_orders=draw(st.integers(0, 2)))
     ref_value: Decimal | None = ref
 
     if fault == risk.KILL_SWITCH:
@@ -464,7 +464,7 @@ def single_fault(draw: st.DrawFn) -> tuple[str | None, OrderIntent, RiskContext,
     elif fault == risk.MAX_OPEN_ORDERS:
         ctx["open_orders"] = 3
     elif fault == risk.RATE_LIMIT:
-        ctx["recent_order_times"] = (NOW_S - 59.999, NOW_S - 1, NOW_S)
+        ctx["recent_orders"] = 3
     elif fault == risk.NO_REFERENCE_PRICE:
         ref_value = draw(st.sampled_from([None, D(0)]))
 
