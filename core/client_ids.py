@@ -48,6 +48,7 @@ PREFIX_PATTERN: Final = re.compile(r"[A-Za-z0-9]{1,8}")
 _DIGITS: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
 _COUNTER_WIDTH: Final = 11  # 36**11 ≈ 1.3e17 > (epoch ms x 1000) until the year ~6100
 _RANDOM_WIDTH: Final = 4
+_SUFFIX_SPACE: Final = 36**_RANDOM_WIDTH
 _PER_MS: Final = 1000
 
 
@@ -135,7 +136,8 @@ class ClientIdGenerator:
         if now_ms is not None:
             floor = max(floor, now_ms * _PER_MS)
         self._counter = floor
-        suffix = "".join(self._rng.choice(_DIGITS) for _ in range(_RANDOM_WIDTH))
+        # One draw for the whole suffix (SystemRandom: one urandom call, not one per digit).
+        suffix = _base36(self._rng.randrange(_SUFFIX_SPACE), _RANDOM_WIDTH)
         return f"{self._prefix}-{_base36(floor, _COUNTER_WIDTH)}{suffix}"
 
     def is_ours(self, client_id: str) -> bool:
