@@ -62,6 +62,7 @@ from spark.exchange.errors import (
     VenueRejected,
 )
 from spark.exchange.events import ExecutionEvent
+from spark.exchange.inflight import slot
 from spark.exchange.models import OrderStatus, Trade
 from spark.runtime.audit import AuditTrail
 from spark.runtime.metrics import Metrics
@@ -395,7 +396,7 @@ class OrderRouter:
             quantity=order.quantity, price=order.price, time_in_force=order.time_in_force,
             created_ms=order.created_ms, source=order.source,
         ))
-        async with self._limiter:
+        async with slot(self._limiter):
             now = trio.current_time()
             if self._kill_switch.value:
                 # Approved before the switch engaged, not sent yet: it never leaves.
@@ -482,7 +483,7 @@ class OrderRouter:
     async def _query(self, symbol: str, cid: str, attempt: int) -> None:
         await trio.sleep(QUERY_BACKOFF_S[min(attempt, len(QUERY_BACKOFF_S) - 1)])
         result: Any
-        async with self._limiter:
+        async with slot(self._limiter):
             try:
                 result = await self._venue.query(symbol, cid)
             except VenueRejected as exc:
@@ -642,7 +643,7 @@ class OrderRouter:
 
     async def _cancel(self, symbol: str, cid: str) -> None:
         result: Any
-        async with self._limiter:
+        async with slot(self._limiter):
             try:
                 result = await self._venue.cancel(symbol, cid)
             except ExchangeError as exc:
@@ -726,7 +727,7 @@ class OrderRouter:
         """Worker: take the router's view, ask the venue, hand both back to the loop."""
         view = self._core_view()
         try:
-            async with self._limiter:
+            async with slot(self._limiter):
                 open_orders = await self._venue.open_orders()
                 queries: dict[str, OrderStatus | rc.NotFound] = {}
                 for cid in rc.plan_queries(view, open_orders):

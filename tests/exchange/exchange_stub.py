@@ -1,7 +1,8 @@
 """A tiny scripted Binance-shaped server for the exchange tests: real HTTP and websockets.
 
 It is an ASGI app served by hypercorn's Trio worker on 127.0.0.1 port 0, so the client under
-test goes through its real stack (httpx → httpcore → sockets, trio-websocket → wsproto).
+test goes through its real stack (httpx → ``Http11Transport`` → sockets, trio-websocket →
+wsproto).
 Tests script replies per route and read back what the server received.
 """
 
