@@ -179,7 +179,10 @@ class RestClient:
         self._sync_lock = trio.Lock()
         self._pool_timeouts = 0
         self.client_resets = 0
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
         self._http = self._new_http()
+        self._default_headers = list(self._http.headers.items())
+        self._timeout = self._http.timeout.as_dict()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -306,13 +309,7 @@ class RestClient:
                 recv_window_ms=self.config.recv_window_ms,
             )
             trace = _SendTrace()
-            http_request = self._http.build_request(
-                encoded.method,
-                encoded.target,
-                content=encoded.body or None,
-                headers=encoded.headers,
-                extensions={"trace": trace},
-            )
+            http_request = self._build(encoded, trace)
             # Count it only once nothing can fail before the send (so nothing leaks).
             ticket = self.budget.acquire(self.server_now_s(), endpoint.weight,
                                          endpoint.counts_order)
@@ -324,6 +321,32 @@ class RestClient:
             self._notify(self._observer.on_bytes_sent, endpoint.name,
                          trace.body_sent_at - called_at, budget_wait)
         return self._finish(request, ticket, response, elapsed, sent_ms, received_ms)
+
+    def _build(self, encoded: codec.EncodedRequest, trace: _SendTrace) -> httpx.Request:
+        """The ``httpx.Request`` for ``encoded``: what ``build_request`` makes, cheaper.
+
+        ``AsyncClient.build_request`` parses and merges the URL, copies the client's headers
+        and cookies on every call (~0.22 ms here, a fifth of the per-order budget).  A request
+        without a query string (every POST: orders carry their parameters in the body) gets
+        its URL from a per-path cache and the client's default headers from a list made once
+        per client; requests with a query string take ``build_request`` itself.  Cookies are
+        not sent on either path that matters: Binance sets none, and the order path never
+        relays state the venue's edge might set.  ``tests/exchange`` checks both paths build
+        the same request."""
+        if encoded.query:
+            return self._http.build_request(
+                encoded.method, encoded.target, content=encoded.body or None,
+                headers=encoded.headers, extensions={"trace": trace})
+        key = (encoded.method, encoded.path)
+        url = self._urls.get(key)
+        if url is None:
+            url = self._urls[key] = self._http.build_request(encoded.method, encoded.path).url
+        given = {name.lower() for name, _ in encoded.headers}
+        headers = [(k, v) for k, v in self._default_headers if k.lower() not in given]
+        headers.extend(encoded.headers)
+        return httpx.Request(encoded.method, url, content=encoded.body or None,
+                             headers=headers,
+                             extensions={"trace": trace, "timeout": self._timeout})
 
     async def _send(
         self,

@@ -1,0 +1,59 @@
+"""``RestClient._build``: the cheap request builder makes what ``build_request`` makes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import httpx
+from exchange_stub import SIM_KEY, SIM_SECRET
+
+from spark.exchange import codec
+from spark.exchange.credentials import Credentials
+from spark.exchange.rest import RestClient, _SendTrace
+from spark.exchange.venues import venue_profile
+
+CREDS = Credentials.hmac(SIM_KEY, SIM_SECRET)
+
+
+def same(ours: httpx.Request, reference: httpx.Request) -> None:
+    assert ours.method == reference.method
+    assert ours.url == reference.url
+    assert sorted(ours.headers.multi_items()) == sorted(reference.headers.multi_items())
+    assert ours.read() == reference.read()
+    assert ours.extensions["timeout"] == reference.extensions["timeout"]
+    assert ours.extensions["trace"] is reference.extensions["trace"]
+
+
+async def test_post_order_built_like_build_request() -> None:
+    client = RestClient(venue_profile("sim", rest_url="http://127.0.0.1:9/base"), CREDS)
+    try:
+        request = codec.spot_place_order(
+            symbol="BTCUSDT", side="BUY", order_type="LIMIT", quantity=Decimal("0.001"),
+            price=Decimal("100.5"), time_in_force="GTC", new_client_order_id="spk-test-1")
+        encoded = codec.encode(request, CREDS, timestamp_ms=1_790_000_000_000,
+                               recv_window_ms=5000)
+        assert not encoded.query and encoded.body
+        trace = _SendTrace()
+        reference = client._http.build_request(
+            encoded.method, encoded.target, content=encoded.body,
+            headers=encoded.headers, extensions={"trace": trace})
+        first = client._build(encoded, trace)
+        same(first, reference)
+        same(client._build(encoded, trace), reference)  # from the URL cache
+        assert str(first.url) == "http://127.0.0.1:9/base/api/v3/order"
+    finally:
+        await client.aclose()
+
+
+async def test_query_requests_take_build_request() -> None:
+    client = RestClient(venue_profile("sim", rest_url="http://127.0.0.1:9"), CREDS)
+    try:
+        encoded = codec.encode(codec.spot_open_orders("BTCUSDT"), CREDS,
+                               timestamp_ms=1_790_000_000_000, recv_window_ms=5000)
+        assert encoded.query
+        trace = _SendTrace()
+        same(client._build(encoded, trace), client._http.build_request(
+            encoded.method, encoded.target, headers=encoded.headers,
+            extensions={"trace": trace}))
+    finally:
+        await client.aclose()
