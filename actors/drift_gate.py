@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -122,6 +122,29 @@ class DriftGateActor:
         self._apply(ForceGate(False, operator, reason))
         await trio.lowlevel.checkpoint()
         return self.view.value
+
+    def snapshot_json(self) -> dict[str, Any]:
+        """The gate as the control port shows it (``GET /api/private/drift-gate``)."""
+        view = self.view.value
+        return {
+            "state": view.state,
+            "forced": view.forced,
+            "enabled": view.enabled,
+            "cause": view.cause,
+            "last_drift_bps": None if view.last_drift_bps is None else str(view.last_drift_bps),
+            "pnl_delta": str(view.pnl_delta),
+            "window_pnl_delta": str(view.window_pnl_delta),
+            "close_total": view.close_total,
+            "changed_at_ms": view.changed_at_ms,
+        }
+
+    async def force(self, state: Literal["open", "close"], actor: str) -> dict[str, Any]:
+        """The operator route: open (and unlatch) or close (latched) now, audited."""
+        if state == "open":
+            await self.force_open(actor, "control port")
+        else:
+            await self.force_close(actor, "control port")
+        return self.snapshot_json()
 
     # -- the actor -----------------------------------------------------------------------------
 

@@ -37,6 +37,14 @@ class OrdersApi(Protocol):
     def get(self, client_order_id: str) -> dict[str, Any]: ...
 
 
+class GateApi(Protocol):
+    """What the control port needs of the drift gate actor."""
+
+    def snapshot_json(self) -> dict[str, Any]: ...
+
+    async def force(self, state: Literal["open", "close"], actor: str) -> dict[str, Any]: ...
+
+
 class BreakerApi(Protocol):
     def state_name(self) -> str: ...
 
@@ -122,6 +130,17 @@ class RuntimeBackend:
         if self._rt.breaker_api is None:
             raise NotBuilt("circuit_breaker")
         return await self._rt.breaker_api.force(state, actor)
+
+    def drift_gate(self) -> dict[str, Any]:
+        if self._rt.gate_api is None:
+            raise NotBuilt("drift_gate")
+        return self._rt.gate_api.snapshot_json()
+
+    async def force_drift_gate(self, state: Literal["open", "close"],
+                               actor: str) -> dict[str, Any]:
+        if self._rt.gate_api is None:
+            raise NotBuilt("drift_gate")
+        return await self._rt.gate_api.force(state, actor)
 
     # -- data ------------------------------------------------------------------------------
 

@@ -211,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("state", choices=("on", "off"))
     q = ctl_add("breaker", "Force the circuit breaker open/closed or show it.")
     q.add_argument("action", choices=("open", "close", "status"))
+    q = ctl_add("drift-gate", "Open or close the drift gate (close latches) or show it.")
+    q.add_argument("action", choices=("open", "close", "status"))
 
     p = add("canary", "The Day-0 canary: one order through the whole path, then a report.",
             cmd_canary)

@@ -148,4 +148,8 @@ def _route(args: argparse.Namespace) -> tuple[str, str, Any]:
         if args.action == "status":
             return "GET", "/api/private/circuit-breaker", None
         return "POST", f"/api/private/circuit-breaker/{args.action}", None
+    if action == "drift-gate":
+        if args.action == "status":
+            return "GET", "/api/private/drift-gate", None
+        return "POST", f"/api/private/drift-gate/{args.action}", None
     raise ValueError(action)  # pragma: no cover - argparse restricts the choices

@@ -47,7 +47,7 @@ from spark.supervision import (
 )
 
 if TYPE_CHECKING:
-    from spark.runtime.backend import BreakerApi, ExportApi, OrdersApi, ReconciliationApi
+    from spark.runtime.backend import BreakerApi, ExportApi, GateApi, OrdersApi, ReconciliationApi
 
 log = logging.getLogger("spark.runtime")
 
@@ -109,6 +109,7 @@ class Runtime:
         # Components wired by later parts of the tree; None until they exist in this build.
         self.orders_api: OrdersApi | None = None
         self.breaker_api: BreakerApi | None = None
+        self.gate_api: GateApi | None = None
         self.export_api: ExportApi | None = None
         self.reconciliation_api: ReconciliationApi | None = None
         self._observer = MetricsObserver(self.metrics)
@@ -133,6 +134,7 @@ class Runtime:
         self.trade = Trading(self)
         self.orders_api = self.trade.orders_api
         self.breaker_api = self.trade.breaker
+        self.gate_api = self.trade.drift
         self.reconciliation_api = _Reconciliation(self.trade)
         self.export_api = self._export_trades
         self.trading = Supervisor(

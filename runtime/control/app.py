@@ -146,6 +146,9 @@ class _ControlPort:
             "get_breaker": self.get_breaker,
             "open_breaker": self.open_breaker,
             "close_breaker": self.close_breaker,
+            "get_drift_gate": self.get_drift_gate,
+            "open_drift_gate": self.open_drift_gate,
+            "close_drift_gate": self.close_drift_gate,
             "export_trades": self.export_trades,
             "audit": self.audit,
             "reconciliation": self.reconciliation,
@@ -371,6 +374,15 @@ class _ControlPort:
     async def _force_breaker(self, state: Literal["open", "close"],
                              identity: Identity) -> Response:
         return json_response(await self.backend.force_breaker(state, identity.actor))
+
+    async def get_drift_gate(self, request: Request, identity: Identity) -> Response:
+        return json_response(self.backend.drift_gate())
+
+    async def open_drift_gate(self, request: Request, identity: Identity) -> Response:
+        return json_response(await self.backend.force_drift_gate("open", identity.actor))
+
+    async def close_drift_gate(self, request: Request, identity: Identity) -> Response:
+        return json_response(await self.backend.force_drift_gate("close", identity.actor))
 
     async def export_trades(self, request: Request, identity: Identity) -> Response:
         since = parse_timestamp("since", request.query_params.get("since"))

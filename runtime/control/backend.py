@@ -155,6 +155,12 @@ class ControlBackend(Protocol):
         self, state: Literal["open", "close"], actor: str
     ) -> dict[str, Any]: ...
 
+    def drift_gate(self) -> dict[str, Any]: ...
+
+    async def force_drift_gate(
+        self, state: Literal["open", "close"], actor: str
+    ) -> dict[str, Any]: ...
+
     # -- data ---------------------------------------------------------------------------
     def export_trades(
         self, since: dt.datetime | None, until: dt.datetime | None

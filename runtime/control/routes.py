@@ -99,6 +99,13 @@ ROUTES: tuple[RouteSpec, ...] = (
               "Force the circuit breaker open", Permission.ADMIN, errors=(409,)),
     RouteSpec("POST", "/api/private/circuit-breaker/close", "close_breaker",
               "Force the circuit breaker closed", Permission.ADMIN, errors=(409,)),
+    RouteSpec("GET", "/api/private/drift-gate", "get_drift_gate", "Drift gate state",
+              Permission.READ),
+    RouteSpec("POST", "/api/private/drift-gate/open", "open_drift_gate",
+              "Open the drift gate now (and release an operator's latch)", Permission.ADMIN),
+    RouteSpec("POST", "/api/private/drift-gate/close", "close_drift_gate",
+              "Close the drift gate now, latched until an operator opens it",
+              Permission.ADMIN),
     # -- data ---------------------------------------------------------------------------
     RouteSpec("GET", "/api/private/export/trades.csv", "export_trades",
               "Trades as CSV (streamed)", Permission.EXPORT, query=(_SINCE, _UNTIL),

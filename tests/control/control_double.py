@@ -82,6 +82,7 @@ class BackendDouble:
         self.readiness: tuple[bool, str] = (True, "ok")
         self.kill_switch = False
         self.breaker_state = "closed"
+        self.gate_state = "open"
         self.confirm_required = True
         self.orders: dict[str, dict[str, Any]] = {}
         self.reconciliation_items: dict[str, dict[str, Any]] = {
@@ -182,6 +183,14 @@ class BackendDouble:
             raise Conflict(f"the circuit breaker is already {target}")
         self.breaker_state = target
         return {"state": target}
+
+    def drift_gate(self) -> dict[str, Any]:
+        return {"state": self.gate_state}
+
+    async def force_drift_gate(self, state: Literal["open", "close"],
+                               actor: str) -> dict[str, Any]:
+        self.gate_state = "open" if state == "open" else "closed"
+        return {"state": self.gate_state}
 
     # -- data ---------------------------------------------------------------------------
     def export_trades(

@@ -168,6 +168,8 @@ async def test_trader_places_confirms_cancels_exports_but_cannot_administer(
         ("POST", "/api/private/kill-switch", {"engaged": True}),
         ("POST", "/api/private/circuit-breaker/open", None),
         ("POST", "/api/private/circuit-breaker/close", None),
+        ("POST", "/api/private/drift-gate/open", None),
+        ("POST", "/api/private/drift-gate/close", None),
         ("GET", "/api/private/audit", None),
         ("POST", "/api/private/reconciliation/rec-1/ack", None),
     ):
@@ -175,6 +177,9 @@ async def test_trader_places_confirms_cancels_exports_but_cannot_administer(
         assert_problem(r, 403, "forbidden")
     assert h.backend.kill_switch is False
     assert h.backend.breaker_state == "closed"
+    assert h.backend.gate_state == "open"
+    r = await h.client.get("/api/private/drift-gate", headers=trader)
+    assert r.status_code == 200 and r.json()["state"] == "open"
 
 
 async def test_admin_may_do_everything(control: Start) -> None:
@@ -189,6 +194,9 @@ async def test_admin_may_do_everything(control: Start) -> None:
         ("GET", "/api/private/circuit-breaker", None, 200),
         ("POST", "/api/private/circuit-breaker/open", None, 200),
         ("POST", "/api/private/circuit-breaker/close", None, 200),
+        ("GET", "/api/private/drift-gate", None, 200),
+        ("POST", "/api/private/drift-gate/close", None, 200),
+        ("POST", "/api/private/drift-gate/open", None, 200),
         ("GET", "/api/private/export/trades.csv", None, 200),
         ("GET", "/api/private/reconciliation", None, 200),
         ("POST", "/api/private/reconciliation/rec-1/ack", None, 200),
@@ -309,7 +317,7 @@ async def test_openapi_document_lists_every_route(control: Start) -> None:
     }
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert documented == served
-    assert len(served) == len(ROUTES) == 19
+    assert len(served) == len(ROUTES) == 22
     for spec in ROUTES:
         op = doc["paths"][spec.path][spec.method.lower()]
         assert op["operationId"] == spec.name

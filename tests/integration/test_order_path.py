@@ -153,6 +153,29 @@ def test_breaker_forced_open_rejects_and_close_accepts(desk: Desk) -> None:
     assert desk.order().status_code == 200
 
 
+def test_operator_closes_and_reopens_the_drift_gate(desk: Desk) -> None:
+    r = desk.admin.post("/api/private/drift-gate/close")
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "closed" and r.json()["forced"] is True
+    assert desk.rt.health()["drift_gate"]["state"] == "closed"
+    assert desk.rt.health()["trading_state"] != "ACTIVE"
+    before = len(desk.venue_orders())
+    r = desk.order()
+    assert r.status_code == 422 and r.json()["reason"] == "drift_gate"
+    assert len(desk.venue_orders()) == before
+    # Traders may read the gate but not move it.
+    assert desk.trader.get("/api/private/drift-gate").json()["state"] == "closed"
+    assert desk.trader.post("/api/private/drift-gate/open").status_code == 403
+    r = desk.admin.post("/api/private/drift-gate/open")
+    assert r.status_code == 200 and r.json() | {"state": "open", "forced": False} == r.json()
+    wait_until(lambda: desk.rt.health()["trading_state"] == "ACTIVE", what="trading resumes")
+    assert desk.order().status_code == 200
+    audit = desk.admin.get("/api/private/audit").json()
+    moves = [a for a in audit if a["action"] == "drift_gate.transition"]
+    assert [m["result"] for m in moves][-2:] == ["closed", "open"]
+    assert all(m["actor"].startswith("admin") for m in moves[-2:]), moves
+
+
 def test_failure_storm_trips_the_breaker_and_half_open_probes_close_it(
     start_runtime: Start,
 ) -> None:
