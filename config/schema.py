@@ -169,8 +169,8 @@ class WsConfig:
 @attrs.frozen
 class WriterConfig:
     inbox_size: int = setting(8192, "Records buffered towards the writer.", checks.ge(1))
-    batch_max: int = setting(512, "Records per transaction at most.", checks.ge(1))
-    batch_max_delay_ms: float = setting(1.0, "Longest a record waits for its batch.",
+    batch_max: int = setting(2048, "Records per transaction at most.", checks.ge(1))
+    batch_max_delay_ms: float = setting(0.0, "Longest a record waits for company in its batch.",
                                         checks.ge(0))
     spool_dir: str = setting("var/spool", "Spool for records while the database is down.")
     spool_segment_max_events: int = setting(10000, "Records per spool segment file.",

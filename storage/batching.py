@@ -1,11 +1,11 @@
 """The writer's decisions, without I/O and without a clock (time is passed in).
 
 * :class:`Batcher` — when to flush: as soon as ``batch_max`` records are pending, or when the
-  oldest pending record has waited ``batch_max_delay`` (bounding event→DB latency at low rates
-  while batching at high rates).  "Waited" counts from the record's arrival in the process (the
-  actor passes ``min(now, record.ingress)``), so time spent queued in the inbox while the
-  previous batch was being written counts too: under load batches go out as soon as they are
-  taken, which is what keeps the latency tail short.
+  oldest pending record has waited ``batch_max_delay`` (0 by default: at once; batches then
+  form from what queues up while the previous one is written).  "Waited" counts from the
+  record's arrival in the process (the actor passes ``min(now, record.ingress)``), so time
+  spent queued in the inbox while the previous batch was being written counts too: under load
+  batches go out as soon as they are taken, which is what keeps the latency tail short.
 * :class:`WriterCore` — where a batch goes (database or spool) and when to try the database
   again: healthy → database; a failed write → degraded, retried with exponential backoff
   (``retry_initial_s`` doubling up to ``retry_max_s``); while anything is in the spool, new
@@ -44,6 +44,14 @@ class Batcher(Generic[T]):
         if not self._items or since < self._first_at:
             self._first_at = since
         self._items.append(item)
+
+    def extend(self, items: list[T], since: float) -> None:
+        """Add items that have been waiting since ``since`` (the earliest of their arrivals)."""
+        if not items:
+            return
+        if not self._items or since < self._first_at:
+            self._first_at = since
+        self._items.extend(items)
 
     @property
     def full(self) -> bool:

@@ -28,12 +28,16 @@ Memory stays flat whatever the row count, and every chunk (about ``chunk_bytes``
 before more rows are read:
 
 * PostgreSQL: ``COPY (SELECT …) TO STDOUT (FORMAT csv)`` — the server streams the rendered CSV
-  (the fastest way out of PostgreSQL, and no per-row work in this process beyond collecting);
-* SQLite: the driver's cursor, which streams natively, ``fetch_rows`` at a time, through the C
-  ``csv`` writer.  Numbers are
-rendered by the database (``trim_scale`` on PostgreSQL; SQLite stores the canonical text), and
-so are the timestamps, so no Python code runs per row: the C ``csv`` writer takes the fetched
-rows as they are.
+  (the fastest way out of PostgreSQL); rows are taken from libpq with one C call each;
+* SQLite: the driver's cursor, which streams natively, ``fetch_rows`` at a time; a batch whose
+  fields need no quoting is joined into CSV in C, any other goes through the C ``csv`` writer
+  (same bytes either way).
+
+Numbers are rendered by the database (``trim_scale`` on PostgreSQL; SQLite stores the canonical
+text), and so are the timestamps (:func:`_iso_ms`), so no Python code runs per row.  Quoting
+follows each side's CSV writer: the csv module on SQLite, PostgreSQL's on PostgreSQL (which
+also quotes a value with a carriage return, and an empty string, where the csv module does
+not; such values do not occur in practice).
 
 Two entry points: :func:`iter_trades_csv` (synchronous generator of ``bytes``: the CLI) and
 :func:`aiter_trades_csv` (async iterator for the HTTP route, pulling one chunk at a time from a
@@ -46,8 +50,9 @@ import contextlib
 import csv
 import io
 import re
+import select
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
@@ -116,37 +121,66 @@ def parse_time_bound(value: str | int | datetime | None) -> int | None:
     return (moment - _EPOCH) // timedelta(milliseconds=1)  # integer arithmetic: exact
 
 
-def _amount_text(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[str]:
+def _amount_text(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[Any]:
     if dialect == "postgresql":
-        return sa.cast(sa.func.trim_scale(sa.type_coerce(column, sa.Numeric())), sa.Text())
+        # COPY renders the numeric as text itself: no cast needed.
+        return sa.func.trim_scale(sa.type_coerce(column, sa.Numeric()))
     return sa.type_coerce(column, sa.String())  # SQLite stores the canonical text
 
 
 def _iso_ms(ms: sa.ColumnElement[int], dialect: str) -> sa.ColumnElement[str]:
-    """Epoch ms as ``YYYY-MM-DDTHH:MM:SS.mmmZ``, in integer arithmetic (no float rounding)."""
-    millis: sa.ColumnElement[str]
+    """Epoch ms as ``YYYY-MM-DDTHH:MM:SS.mmmZ``, exact (no float rounding reaches the digits).
+
+    Formatting dates is most of the database's work per exported row, so each dialect uses
+    its cheapest exact form:
+
+    * PostgreSQL: the whole seconds as a ``timestamp``'s text (``YYYY-MM-DD HH:MM:SS`` under
+      ``DateStyle=ISO``, which the export sets for its transaction), ``T`` for the space, then
+      the milliseconds — floor division and modulo, so times before 1970 come out right too.
+      (Cheaper than ``to_char``.)
+    * SQLite: one ``strftime`` with ``%f`` (seconds with milliseconds).  SQLite turns the
+      ``ms / 1000.0`` seconds back into integer milliseconds with rounding before formatting,
+      so the digits are exact over its whole date range.
+    """
     if dialect == "postgresql":
-        seconds = sa.func.to_char(
-            sa.func.timezone("UTC", sa.func.to_timestamp(ms // 1000)),
-            sa.literal('YYYY-MM-DD"T"HH24:MI:SS'),
-        )
         # mod() rather than %: the statement goes into COPY unformatted, where "%%" would stay.
-        millis = sa.func.lpad(sa.cast(sa.func.mod(ms, 1000), sa.Text()), 3, "0")
-    else:
-        seconds = sa.func.strftime("%Y-%m-%dT%H:%M:%S", ms // 1000, "unixepoch")
-        millis = sa.func.substr(sa.literal("00") + sa.cast(ms % 1000, sa.String()), -3)
-    return seconds + "." + millis + "Z"
+        millis = sa.func.mod(sa.func.mod(ms, 1000) + 1000, 1000)  # floor modulo
+        whole = sa.func.replace(
+            sa.cast(
+                sa.literal_column("timestamp '1970-01-01'")
+                + ((ms - millis) // 1000) * sa.literal_column("interval '1 second'"),
+                sa.Text(),
+            ),
+            " ",
+            "T",
+        )
+        return whole + "." + sa.func.lpad(sa.cast(millis, sa.Text()), 3, "0") + "Z"
+    seconds = ms.op("/", return_type=sa.Float())(sa.literal_column("1000.0"))
+    return sa.func.strftime("%Y-%m-%dT%H:%M:%fZ", seconds, "unixepoch")
 
 
 def trades_query(dialect: str, since_ms: int | None, until_ms: int | None) -> sa.Select[Any]:
     """The export's SELECT: every column rendered as the CSV's text by the database.
 
-    Missing values stay NULL: both the csv module and PostgreSQL's CSV output write NULL as an
-    empty field (PostgreSQL would quote an empty *string* as ``""``).
+    PostgreSQL: missing values stay NULL — its CSV output writes NULL as an empty field (and
+    would quote an empty *string* as ``""``).  SQLite: every column is text, missing values
+    ``''`` (what the csv module writes for ``None``), so that a batch of rows can be joined
+    without per-row Python (see :func:`_cursor_rows`).
     """
     t = schema.trades
     text_id = sa.cast(t.c.trade_id, sa.String())
-    venue_id = sa.cast(t.c.venue_order_id, sa.String())
+    optional: Callable[[sa.ColumnElement[Any]], sa.ColumnElement[Any]]
+    if dialect == "postgresql":
+        venue_id: sa.ColumnElement[Any] = t.c.venue_order_id  # COPY writes an integer's text
+
+        def optional(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+            return column
+    else:
+        venue_id = sa.func.coalesce(sa.cast(t.c.venue_order_id, sa.String()), "")
+
+        def optional(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+            return sa.func.coalesce(column, "")
+
     query = sa.select(
         sa.func.coalesce(t.c.execution_id, t.c.symbol + "-" + text_id),
         t.c.client_order_id,
@@ -155,11 +189,11 @@ def trades_query(dialect: str, since_ms: int | None, until_ms: int | None) -> sa
         t.c.side,
         _amount_text(t.c.qty, dialect),
         _amount_text(t.c.price, dialect),
-        t.c.order_status,
+        optional(t.c.order_status),
         _iso_ms(t.c.trade_ms, dialect),
         venue_id,
         _amount_text(t.c.commission, dialect),
-        t.c.commission_asset,
+        optional(t.c.commission_asset),
     ).order_by(t.c.trade_ms, t.c.symbol, t.c.trade_id)
     if since_ms is not None:
         query = query.where(t.c.trade_ms >= since_ms)
@@ -224,22 +258,46 @@ def iter_trades_csv(
 def _cursor_rows(
     conn: sa.Connection, query: sa.Select[Any], chunk_bytes: int, fetch_rows: int
 ) -> Generator[tuple[bytes, int], None, None]:
-    """SQLite: rows from the driver's cursor through the C csv writer, in chunks."""
+    """SQLite: rows from the driver's cursor, a fetched batch at a time, in chunks.
+
+    Every column comes out of the query as text, so a batch becomes CSV with two C-level joins
+    (fields with commas, rows with newlines) — the same bytes the csv module would write as
+    long as no field needs quoting, which one scan of the joined text tells: exactly
+    ``len(HEADER) - 1`` commas per row, a newline only between rows, no quote, no carriage
+    return.  A batch that fails the check (or holds a non-text value) goes through
+    ``csv.writer`` instead.  No SQLAlchemy result processing either: its per-row objects
+    would cost more than the rest.
+    """
     compiled = query.compile(dialect=conn.dialect)
     params = tuple(compiled.params[k] for k in compiled.positiontup or ())
     driver = conn.connection.driver_connection
     assert driver is not None
-    # Every column is already text (or an int): no SQLAlchemy result processing is needed, and
-    # skipping its per-row objects saves about a quarter of the CPU.
     cursor = driver.cursor()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    commas_per_row = len(HEADER) - 1
+    join_fields = ",".join
     pending_rows = 0
     try:
         cursor.execute(compiled.string, params)
         while batch := cursor.fetchmany(fetch_rows):
-            writer.writerows(batch)  # no per-row Python: the database did the text
-            pending_rows += len(batch)
+            rows = len(batch)
+            try:
+                text = "\n".join(map(join_fields, batch))
+            except TypeError:  # a value that is not text
+                text = ""
+            if (
+                text
+                and text.count(",") == commas_per_row * rows
+                and text.count("\n") == rows - 1
+                and '"' not in text
+                and "\r" not in text
+            ):
+                buffer.write(text)
+                buffer.write("\n")
+            else:
+                writer.writerows(batch)
+            pending_rows += rows
             if buffer.tell() >= chunk_bytes:
                 yield buffer.getvalue().encode(), pending_rows
                 buffer.seek(0)
@@ -258,23 +316,68 @@ def _postgres_copy(
 
     The server renders the CSV and sends one CopyData message per row; TCP flow control keeps
     it from running ahead of us, so memory stays at one chunk.  The bounds are integers,
-    rendered as literals (COPY takes no parameters).
+    rendered as literals (COPY takes no parameters).  It runs in its own transaction, with
+    ``DateStyle=ISO`` for the timestamps' text (see :func:`_iso_ms`).
+
+    Rows are taken straight from libpq while it holds some (one C call each); only when it has
+    none does the loop wait on the socket.  (The driver's ``Copy.read()`` costs about as much
+    per row as the server spends rendering it.)
     """
     sql = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}).string
     driver = conn.connection.driver_connection
     assert driver is not None
+    pgconn = driver.pgconn
     pending = bytearray()
     pending_rows = 0
-    with driver.cursor() as cursor, cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
-        for row in copy:  # exactly one row per CopyData message (protocol guarantee)
-            pending += row
-            pending_rows += 1
-            if len(pending) >= chunk_bytes:
-                yield bytes(pending), pending_rows
-                pending.clear()
-                pending_rows = 0
+    with driver.transaction(), driver.cursor() as cursor:
+        cursor.execute("SET LOCAL DateStyle = 'ISO'")
+        with cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)"):
+            get_copy_data = pgconn.get_copy_data
+            readable = select.poll()
+            readable.register(pgconn.socket, select.POLLIN)
+            while True:
+                nbytes, row = get_copy_data(1)  # 1: never block, 0 means "nothing buffered"
+                if nbytes > 0:  # exactly one row per CopyData message (protocol guarantee)
+                    pending += row
+                    pending_rows += 1
+                    if len(pending) >= chunk_bytes:
+                        yield bytes(pending), pending_rows
+                        pending.clear()
+                        pending_rows = 0
+                elif nbytes == 0:
+                    readable.poll()  # releases the GIL while waiting
+                    pgconn.consume_input()
+                else:  # -1: the data has ended
+                    break
+            _finish_copy_out(driver)
     if pending_rows:
         yield bytes(pending), pending_rows
+
+
+def _finish_copy_out(driver: Any) -> None:
+    """After the end of COPY OUT data: collect the COPY's own result, as the driver would.
+
+    A query that fails after the first rows ends the data early; the error comes here.
+    Nothing is yielded between the end of the data and this, so a consumer closing the export
+    early always does so mid-COPY, where the driver's own cancel-and-drain applies.
+    """
+    import psycopg
+
+    pgconn = driver.pgconn
+    readable = select.poll()
+    readable.register(pgconn.socket, select.POLLIN)
+    error: Exception | None = None
+    while True:  # every result, up to the end: the connection is idle again after
+        while pgconn.is_busy():
+            readable.poll()
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            break
+        if result.status != psycopg.pq.ExecStatus.COMMAND_OK and error is None:
+            error = psycopg.errors.error_from_result(result, encoding=driver.info.encoding)
+    if error is not None:
+        raise error
 
 
 async def aiter_trades_csv(

@@ -47,8 +47,8 @@ class WriterSettings:
     """``[writer]``: batching, spool and retry policy of the writer actor."""
 
     inbox_size: int = attrs.field(default=8192, validator=_positive)
-    batch_max: int = attrs.field(default=512, validator=_positive)
-    batch_max_delay_ms: float = attrs.field(default=1, validator=_not_negative)
+    batch_max: int = attrs.field(default=2048, validator=_positive)
+    batch_max_delay_ms: float = attrs.field(default=0, validator=_not_negative)
     spool_dir: Path = attrs.field(default=Path("var/spool"), converter=Path)
     spool_segment_max_events: int = attrs.field(default=10_000, validator=_positive)
     retry_initial_s: float = attrs.field(default=0.5, validator=_positive)

@@ -13,17 +13,26 @@ the highest version wins (the first one on a tie, as the database would), per ke
 record.  Applying a batch is therefore equivalent to applying its records one by one in order.
 
 Speed (the writer must sustain tens of thousands of records per second): the statements are
-built once with SQLAlchemy's dialect ``insert`` constructs and compiled to SQL text; rows are
-converted by a per-table plan and handed to the driver without SQLAlchemy's per-parameter
-processing.
+built once with SQLAlchemy's dialect ``insert`` constructs and compiled to SQL text; records
+are turned into parameters column by column (``attrgetter`` and joins, in C where possible) and
+handed to the driver without SQLAlchemy's per-parameter processing.
 
-* SQLite: ``executemany`` of ``INSERT … VALUES (?, …) ON CONFLICT …`` (the loop runs in C);
-* PostgreSQL: one statement per table and batch, ``INSERT … SELECT * FROM unnest(%(col)s::type[],
-  …) ON CONFLICT …`` with one array per column — one round trip instead of one per row.
+* SQLite: ``executemany`` of ``INSERT … VALUES (?, …) ON CONFLICT …`` per table (the loop runs
+  in C), in one transaction;
+* PostgreSQL: the whole batch is **one statement** — per table ``INSERT … SELECT * FROM
+  unnest(%(table__col)s::type[], …) ON CONFLICT …``, the tables' inserts as sibling
+  data-modifying CTEs — run in its own implicit transaction (autocommit): one round trip per
+  batch, commit included (``synchronous_commit`` as the server has it: durable by default).
+  Each column travels as one array literal (``{"a","b",NULL}``, ``{1.5,NULL}``) built with a
+  few joins; the server's ``array_in`` parses it.  (Handing the driver Python lists makes it
+  adapt element by element, which cost more than the insert itself.)
 
-The conversion does what the column types would do: amounts are validated and made canonical
-(:mod:`spark.storage.amounts`; text on SQLite, ``Decimal`` for ``NUMERIC`` on PostgreSQL), JSON
-is serialised with orjson.  Reading goes through the ordinary SQLAlchemy types.
+The conversion does what the column types would do: amounts become canonical text on SQLite
+(:mod:`spark.storage.amounts`) and their exact ``str`` on PostgreSQL (``NUMERIC`` reads any
+form), JSON is serialised with orjson.  Amounts are not checked again here: a record cannot be
+built with one that does not fit (:mod:`spark.storage.records`).  Text containing NUL, which
+PostgreSQL cannot store, is refused by the driver (a data error: the record is isolated, as
+before).  Reading goes through the ordinary SQLAlchemy types.
 
 Synchronous and blocking: the writer actor calls it from a worker thread.
 """
@@ -125,41 +134,97 @@ def is_transient(exc: BaseException) -> bool:
 
 
 # --- value conversion -------------------------------------------------------------------------
+#
+# Records are validated when they are built (every amount is a finite ``Decimal`` that fits
+# ``NUMERIC(36,18)``, see :mod:`spark.storage.records`), so the conversion here only renders.
 
 
-def _amount_or_none_text(value: Any) -> Any:
-    return None if value is None else amount_text(value)
-
-
-def _amount_or_none_decimal(value: Any) -> Any:
-    if value is not None:
-        amount_text(value)  # validation only: PostgreSQL stores the Decimal exactly
-    return value
+def _sqlite_amount(value: Any) -> Any:
+    """The canonical text of a (validated) amount: :func:`amount_text` without re-checking."""
+    if value is None:
+        return None
+    text = str(value)
+    if "E" in text:  # exponent notation: the exact slow path
+        return amount_text(value)
+    if "." in text and text[-1] == "0":
+        text = text.rstrip("0")
+        if text[-1] == ".":
+            text = text[:-1]
+    return "0" if text == "-0" else text
 
 
 def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _converters(
-    columns: Sequence[sa.Column[Any]], dialect: str
-) -> list[tuple[str, Callable[[Any], Any] | None]]:
-    amount = _amount_or_none_text if dialect == "sqlite" else _amount_or_none_decimal
-    out: list[tuple[str, Callable[[Any], Any] | None]] = []
-    for column in columns:
-        if isinstance(column.type, Amount):
-            out.append((column.name, amount))
-        elif isinstance(column.type, sa.JSON):
-            out.append((column.name, _json_text))
-        else:
-            out.append((column.name, None))
-    return out
+# PostgreSQL array literals (``{a,b,NULL}``): one text parameter per column, parsed by the
+# server's ``array_in``.  Building them is a few C-level joins per column instead of handing the
+# driver lists to adapt element by element (which costs more than the insert itself).
+
+
+def _quoted_element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if not isinstance(value, str):  # a str subclass (StrEnum) is its text, as for the driver
+        raise TypeError(f"expected a str column value, got {type(value).__name__}")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _pg_text_array(values: Sequence[Any]) -> str:
+    """Strings (or ``None``) as an array literal, every element quoted."""
+    try:
+        joined = "\x00".join(values)  # PostgreSQL text never holds NUL: a safe separator
+    except TypeError:  # a None (or a non-str) among them
+        joined = None
+    if (
+        joined is None
+        or '"' in joined
+        or "\\" in joined
+        or joined.count("\x00") != len(values) - 1
+    ):
+        # Escaping needed (or a NUL inside a value, which the driver then refuses).
+        return "{" + ",".join(map(_quoted_element, values)) + "}"
+    return '{"' + joined.replace("\x00", '","') + '"}'
+
+
+def _plain_element(value: Any) -> str:
+    return "NULL" if value is None else str(value)
+
+
+def _pg_plain_array(values: Sequence[Any]) -> str:
+    """Numbers, amounts or booleans (or ``None``): their ``str`` needs no quoting.
+
+    ``str`` of an int, a finite ``Decimal`` (``45000.1``, ``1E+2``, ``-0``) or a bool
+    (``True``, read case-insensitively by PostgreSQL) never contains an ``N``; ``None`` does.
+    """
+    body = ",".join(map(str, values))
+    if "N" in body:
+        body = ",".join(map(_plain_element, values))
+    return "{" + body + "}"
+
+
+def _pg_json_array(values: Sequence[Any]) -> str:
+    return _pg_text_array([None if v is None else _json_text(v) for v in values])
+
+
+def _pg_param(table: sa.Table, column: sa.Column[Any]) -> str:
+    return f"{table.name}__{column.name}"
 
 
 def _array_element(column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
     if isinstance(column.type, Amount):
         return sa.Numeric()
     return column.type
+
+
+def _pg_encoder(column: sa.Column[Any]) -> Callable[[Sequence[Any]], str]:
+    if isinstance(column.type, sa.JSON):
+        return _pg_json_array
+    if isinstance(column.type, Amount | sa.Integer | sa.Boolean | sa.Numeric):
+        return _pg_plain_array
+    if isinstance(column.type, sa.String):
+        return _pg_text_array
+    raise UnsupportedDatabase(f"no array encoding for column {column} ({column.type})")
 
 
 class _Plan:
@@ -170,36 +235,49 @@ class _Plan:
         self.sql: str = compiled.string
         self.dialect = dialect.name
         columns = _data_columns(table)
-        converters = dict(_converters(columns, dialect.name))
         if self.dialect == "sqlite":
             order = list(compiled.positiontup or ())
             assert sorted(order) == sorted(c.name for c in columns), order
+            self._names = order
         else:
             order = [c.name for c in columns]
-        # attrgetter fetches every field in one C call; only amounts and JSON need Python.
+            self._names = [_pg_param(table, c) for c in columns]
+        by_name = {c.name: c for c in columns}
+        # attrgetter fetches every field of a record in one C call.
         self._get = operator.attrgetter(*order)
-        self._convert: list[tuple[int, Callable[[Any], Any]]] = [
-            (i, fn) for i, name in enumerate(order) if (fn := converters[name]) is not None
-        ]
-        self._names = order
+        # SQLite: which positions need Python (amounts to canonical text, JSON to text).
+        self._convert: list[tuple[int, Callable[[Any], Any]]] = []
+        for i, name in enumerate(order):
+            kind = by_name[name].type
+            if isinstance(kind, Amount):
+                self._convert.append((i, _sqlite_amount))
+            elif isinstance(kind, sa.JSON):
+                self._convert.append((i, _json_text))
+        # PostgreSQL: one array-literal encoder per column.
+        self._encoders = (
+            [_pg_encoder(by_name[name]) for name in order] if self.dialect == "postgresql" else []
+        )
 
     def parameters(self, records: Sequence[Record]) -> Any:
-        get = self._get
-        convert = self._convert
-        rows: list[Any] = []
-        for record in records:
-            if convert:
-                row: list[Any] = list(get(record))
-                for index, fn in convert:
-                    row[index] = fn(row[index])
-                rows.append(tuple(row))  # the driver API takes tuples
-            else:
-                rows.append(get(record))
+        if len(self._names) == 1:  # attrgetter of one name returns the value, not a tuple
+            rows: list[Any] = [(value,) for value in map(self._get, records)]
+        else:
+            rows = list(map(self._get, records))
         if self.dialect == "sqlite":
-            return rows
-        # PostgreSQL: one array per column (unnest turns them back into rows).
-        columns = zip(*rows, strict=True)
-        return {name: list(values) for name, values in zip(self._names, columns, strict=True)}
+            if not self._convert:
+                return rows
+            # Column-wise: transpose (C), convert the few columns that need it, transpose back.
+            columns = list(zip(*rows, strict=True))
+            for index, fn in self._convert:
+                columns[index] = tuple(map(fn, columns[index]))
+            return list(zip(*columns, strict=True))
+        # PostgreSQL: one array literal per column (unnest turns them back into rows).
+        return {
+            name: encode(values)
+            for name, encode, values in zip(
+                self._names, self._encoders, zip(*rows, strict=True), strict=True
+            )
+        }
 
 
 def _sqlite_statement(table: sa.Table) -> Any:
@@ -209,7 +287,10 @@ def _sqlite_statement(table: sa.Table) -> Any:
 
 def _pg_statement(table: sa.Table) -> Any:
     columns = _data_columns(table)
-    arrays = [sa.cast(sa.bindparam(c.name), ARRAY(_array_element(c))) for c in columns]
+    # Parameter names carry the table's name: one statement writes several tables.
+    arrays = [
+        sa.cast(sa.bindparam(_pg_param(table, c)), ARRAY(_array_element(c))) for c in columns
+    ]
     rows = sa.func.unnest(*arrays).table_valued(*[c.name for c in columns]).render_derived()
     source = sa.select(*[rows.c[c.name] for c in columns])
     return postgresql.insert(table).from_select([c.name for c in columns], source)
@@ -246,18 +327,48 @@ class Sink:
             where=schema.orders.c.version < upsert.excluded.version,
         )
         self._plans[OrderUpdate] = _Plan(schema.orders, statement, compile_dialect)
+        self._postgres = dialect.name == "postgresql"
+        self._combined: dict[tuple[type[Any], ...], str] = {}
 
     def write(self, records: Sequence[Record]) -> None:
         """Write ``records`` in one transaction (all or nothing)."""
         if not records:
             return
         grouped = reduce_batch(records)
+        present = tuple(t for t in _ORDER_OF_TYPES if t in grouped)
+        if self._postgres:
+            # One statement for the whole batch (each table's INSERT a data-modifying CTE) in
+            # its own implicit transaction: a single round trip, commit included, instead of
+            # BEGIN + a statement per table + COMMIT.  Atomic like any statement.
+            parameters: dict[str, Any] = {}
+            for record_type in present:
+                parameters.update(self._plans[record_type].parameters(grouped[record_type]))
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql(self._combined_sql(present), parameters)
+            return
         with self.engine.begin() as conn:
-            for record_type in _ORDER_OF_TYPES:
-                batch = grouped.get(record_type)
-                if batch:
-                    plan = self._plans[record_type]
-                    conn.exec_driver_sql(plan.sql, plan.parameters(batch))
+            for record_type in present:
+                plan = self._plans[record_type]
+                conn.exec_driver_sql(plan.sql, plan.parameters(grouped[record_type]))
+
+    def _combined_sql(self, present: tuple[type[Any], ...]) -> str:
+        """PostgreSQL: the statement writing the tables of ``present`` (built once per shape).
+
+        The tables are distinct and unrelated (no foreign keys, no triggers), so running their
+        inserts as sibling CTEs of one statement (same snapshot, unspecified order) is the same
+        as running them one after the other in one transaction.
+        """
+        sql = self._combined.get(present)
+        if sql is None:
+            *ctes, last = (self._plans[t].sql for t in present)
+            sql = last
+            if ctes:
+                sql = "WITH " + ", ".join(
+                    f"w{i} AS ({cte})" for i, cte in enumerate(ctes)
+                ) + " " + last
+            self._combined[present] = sql
+        return sql
 
     def write_isolating(self, records: Sequence[Record]) -> list[tuple[Record, BaseException]]:
         """Write ``records``; if the database refuses some for good, write all the others.

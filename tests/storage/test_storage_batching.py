@@ -118,3 +118,15 @@ def test_time_in_the_inbox_counts_towards_the_bound() -> None:
     assert b.flush_at == pytest.approx(10.003)
     b.add("older still", 9.990)
     assert b.due(10.0)
+
+
+def test_extend_adds_in_order_and_keeps_the_earliest_arrival() -> None:
+    b: Batcher[int] = Batcher(max_size=5, max_delay_s=1.0)
+    b.extend([], 0.0)
+    assert len(b) == 0 and b.flush_at is None
+    b.extend([1, 2], 3.0)
+    b.add(3, 2.5)  # waiting since earlier still: the bound moves up
+    b.extend([4], 9.0)  # a later arrival does not push it back
+    assert b.flush_at == pytest.approx(3.5)
+    b.extend([5], 9.0)
+    assert b.full and b.take() == [1, 2, 3, 4, 5]

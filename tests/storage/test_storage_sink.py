@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 import pytest
@@ -25,7 +26,17 @@ from storage_helpers import (
 
 from spark.storage import records as r
 from spark.storage import schema
-from spark.storage.sink import Sink, is_transient, reduce_batch
+from spark.storage.amounts import amount_text, canonical
+from spark.storage.errors import AmountOutOfRange
+from spark.storage.sink import (
+    Sink,
+    _pg_json_array,
+    _pg_plain_array,
+    _pg_text_array,
+    _sqlite_amount,
+    is_transient,
+    reduce_batch,
+)
 
 STATUSES = ["NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED"]
 
@@ -165,3 +176,150 @@ def test_large_batch(engine: Engine) -> None:
     sink.write(records)
     sink.write(records)
     assert row_count(engine) == len(records)
+
+
+# --- value rendering: what goes in comes back, on both databases ------------------------------
+
+# Text that array literals (PostgreSQL) and SQL (both) must carry verbatim.
+AWKWARD_TEXT = [
+    "", " ", "NULL", "null", 'a"b', "a\\b", "\\", '"', "a,b", "{x}", "}{", "a b", " lead",
+    "trail ", "tab\there", "new\nline", "cr\rlf", "é✓😀", "'single'", "$1", "%s", "%(x)s",
+]
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+
+
+def test_awkward_text_round_trips_exactly(engine: Engine) -> None:
+    sink = Sink(engine)
+    records: list[r.Record] = []
+    for n, text in enumerate(AWKWARD_TEXT, start=1):
+        records.append(trade(n, client_order_id=text, execution_id=text or None,
+                             commission_asset=text, order_status=None if n % 2 else text))
+        records.append(execution(n, execution_id=f"x-{text}", client_order_id=text,
+                                 commission_asset=None if n % 3 else text))
+        records.append(order(f"o-{text}", version=n, reason=text, time_in_force=None))
+        records.append(audit(n, target=text, detail={"text": text, "n": n}))
+        records.append(risk(n, detail=text or None))
+    records.append(trade(999, side=Side.BUY))  # a str subclass is its text
+    sink.write(records)
+    sink.write(records)  # and idempotent with all of them
+    with engine.connect() as conn:
+        trades = {row.trade_id: row for row in conn.execute(sa.select(schema.trades))}
+        executions = {row.execution_id: row for row in conn.execute(sa.select(schema.executions))}
+        orders = {row.client_order_id: row for row in conn.execute(sa.select(schema.orders))}
+        audits = {row.at_ms: row for row in conn.execute(sa.select(schema.audit_log))}
+        risks = {row.record_id: row for row in conn.execute(sa.select(schema.risk_decisions))}
+    assert len(trades) == len(AWKWARD_TEXT) + 1 and trades[999].side == "BUY"
+    for rec in records:
+        if isinstance(rec, r.TradeRecord) and rec.trade_id != 999:
+            row = trades[rec.trade_id]
+            assert (row.client_order_id, row.execution_id, row.commission_asset,
+                    row.order_status) == (rec.client_order_id, rec.execution_id,
+                                          rec.commission_asset, rec.order_status)
+        elif isinstance(rec, r.ExecutionRecord):
+            row = executions[rec.execution_id]
+            assert (row.client_order_id, row.commission_asset) == (
+                rec.client_order_id, rec.commission_asset)
+        elif isinstance(rec, r.OrderUpdate):
+            row = orders[rec.client_order_id]
+            assert (row.reason, row.time_in_force, row.version) == (rec.reason, None, rec.version)
+        elif isinstance(rec, r.AuditEntry):
+            assert audits[rec.at_ms].target == rec.target
+            assert audits[rec.at_ms].detail == rec.detail
+        elif isinstance(rec, r.RiskDecision):
+            assert risks[rec.record_id].detail == rec.detail
+
+
+def test_amounts_in_every_shape_round_trip(engine: Engine) -> None:
+    shapes = ["0", "-0", "0E-7", "0.000", "1E+2", "1.50", "100", "1E-18", "45000.10000000",
+              "-12.3400", "999999999999999999.999999999999999999", "1.0E+3", "-0.00"]
+    sink = Sink(engine)
+    sink.write([trade(n, price=Decimal(text), qty=Decimal(text), commission=Decimal(text))
+                for n, text in enumerate(shapes, start=1)])
+    with engine.connect() as conn:
+        rows = {row.trade_id: row for row in conn.execute(sa.select(schema.trades))}
+    for n, text in enumerate(shapes, start=1):
+        value = Decimal(text)
+        for got in (rows[n].price, rows[n].qty, rows[n].commission):
+            # Equal, and identically represented on both databases.
+            assert got == value and got.as_tuple() == canonical(value).as_tuple(), (text, got)
+    if engine.dialect.name == "sqlite":  # stored as canonical text, exactly amount_text's
+        with engine.connect() as conn:
+            stored = dict(conn.exec_driver_sql("SELECT trade_id, price FROM trades").all())
+        assert stored == {n: amount_text(Decimal(text)) for n, text in enumerate(shapes, 1)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.decimals(allow_nan=False, allow_infinity=False, places=None).filter(
+    lambda d: d.copy_abs() < Decimal(10) ** 18 and d.as_tuple().exponent >= -18)
+       | st.builds(lambda digits, exp, sign: Decimal((sign, digits, exp)),
+                   st.lists(st.integers(0, 9), min_size=1, max_size=18).map(tuple),
+                   st.integers(-18, 17), st.integers(0, 1)))
+def test_sqlite_rendering_is_amount_text(value: Decimal) -> None:
+    try:
+        expected = amount_text(value)
+    except AmountOutOfRange:
+        return  # a record could not hold it
+    assert _sqlite_amount(value) == expected
+
+
+POSTGRES_ONLY = pytest.mark.parametrize(
+    "db_kind", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+@POSTGRES_ONLY
+def test_pg_array_literals_parse_back_exactly(engine: Engine) -> None:
+    texts: list[Any] = [*AWKWARD_TEXT, None, "x"]
+    numbers: list[Any] = [Decimal("1E+2"), Decimal("-0"), Decimal("0E-7"), None,
+                          Decimal("45000.10"), Decimal("-1E-18")]
+    with engine.connect() as conn:
+        got_texts, got_numbers, got_ints, got_bools, got_json = conn.exec_driver_sql(
+            "SELECT CAST(%(t)s AS VARCHAR[]), CAST(%(n)s AS NUMERIC[]), CAST(%(i)s AS BIGINT[]),"
+            " CAST(%(b)s AS BOOLEAN[]), CAST(%(j)s AS JSON[])",
+            {"t": _pg_text_array(texts), "n": _pg_plain_array(numbers),
+             "i": _pg_plain_array([1, None, -(2**63), 2**63 - 1]),
+             "b": _pg_plain_array([True, None, False]),
+             "j": _pg_json_array([{"a": 'q"\\', "b": [1, None]}, None, {}])},
+        ).one()
+    assert got_texts == texts
+    assert got_numbers == numbers
+    assert got_ints == [1, None, -(2**63), 2**63 - 1]
+    assert got_bools == [True, None, False]
+    assert got_json == [{"a": 'q"\\', "b": [1, None]}, None, {}]
+
+
+def test_text_with_nul_is_refused_for_good_and_isolated(engine: Engine) -> None:
+    sink = Sink(engine)
+    bad = trade(7, client_order_id="nul\x00inside")
+    good = [trade(n) for n in range(1, 5)]
+    refused = sink.write_isolating([*good, bad])
+    if engine.dialect.name == "postgresql":  # PostgreSQL text cannot hold NUL
+        assert [rec for rec, _ in refused] == [bad]
+        assert not is_transient(refused[0][1])
+        assert row_count(engine) == 4
+    else:  # SQLite keeps it
+        assert refused == []
+        assert row_count(engine) == 5
+
+
+@POSTGRES_ONLY
+def test_postgres_batch_is_one_statement_and_leaves_the_pool_transactional(
+    engine: Engine,
+) -> None:
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        Sink(engine).write(one_of_each(1) + one_of_each(2))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) == 1 and statements[0].startswith("WITH ")
+    assert row_count(engine) == 16
+    with engine.connect() as conn:  # the pooled connection is back to normal transactions
+        assert conn.connection.driver_connection.autocommit is False

@@ -406,3 +406,79 @@ async def test_unreachable_database_at_start_degrades_instead_of_failing(tmp_pat
     assert not health.database_ok and health.last_error
     assert "hunter2" not in health.last_error
     assert health.spooled_events == 1
+
+
+# --- latency bookkeeping and gathering ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [[], [0.0], [0.0004, 0.001, 0.02, 7.5, 1e9, 0.0025] * 50])
+def test_observe_many_counts_exactly_like_observe(values: list[float]) -> None:
+    from spark.actors.writer import observe_many
+
+    one, many = Metrics(process=False), Metrics(process=False)
+    for value in values:
+        one.event_to_db_seconds.observe(value)
+    observe_many(many.event_to_db_seconds, values)
+
+    def samples(metrics: Metrics) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for family in metrics.registry.collect()
+            if family.name == "spark_event_to_db_seconds"
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples(many) == pytest.approx(samples(one))
+
+
+def test_observe_many_falls_back_to_observe_for_anything_else() -> None:
+    from spark.actors.writer import observe_many
+
+    seen: list[float] = []
+
+    class StandIn:
+        def observe(self, value: float) -> None:
+            seen.append(value)
+
+    observe_many(StandIn(), [0.1, 0.2])
+    assert seen == [0.1, 0.2]
+
+
+async def test_a_full_batch_goes_out_without_waiting_for_the_time_bound(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    """While a batch waits for its (long) time bound, the writer still notices it is full."""
+    cfg = settings(tmp_path, batch_max=20, batch_max_delay_ms=30_000)
+    send, receive = open_inbox(cfg)
+    writer = Writer(cfg, database(migrated_url), receive, Metrics(process=False))
+    engine = make_engine(migrated_url)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run, ChildContext("writer"))
+            await send.send(stamped([trade(1)])[0])
+            await trio.sleep(0.05)  # the writer now holds one record and waits for company
+            for rec in stamped([trade(n) for n in range(2, 21)]):
+                await send.send(rec)
+            await wait_for(lambda: row_count(engine) == 20, timeout=10)
+            await send.send(stamped([trade(21)])[0])  # the next one waits for its bound
+            await trio.sleep(0.2)
+            assert row_count(engine) == 20
+            nursery.cancel_scope.cancel()
+    finally:
+        engine.dispose()
+
+
+async def test_by_default_a_lone_record_is_written_at_once(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    cfg = attrs.evolve(WriterSettings(), spool_dir=tmp_path / "spool")
+    assert cfg.batch_max_delay_ms == 0
+    metrics = Metrics(process=False)
+    send, receive = open_inbox(cfg)
+    writer = Writer(cfg, database(migrated_url), receive, metrics)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run, ChildContext("writer"))
+        await send.send(stamped([trade(1)])[0])
+        await wait_for(lambda: histogram_count(metrics) == 1, timeout=10)
+        nursery.cancel_scope.cancel()
