@@ -17,12 +17,16 @@ was read off a socket is ever discarded.
 Batches: the buffer appends each event to the batch at its tail (one batch per connection run,
 at most ``batch_max`` events), so whatever accumulated while the router was busy leaves as one
 :class:`~spark.actors.messages.UserEvents`. The forwarder also lets a burst finish before it cuts
-a batch (it yields while the readers keep adding, and in a sustained burst waits up to
-``_BURST_WAIT_S`` for ``_BURST_BATCH`` events): per-batch costs — a channel hand-over, a task
-switch into the router — are then paid once per tens of events rather than per event, which is
-what keeps ingest close to a bare websocket client (``bench/ingest.py``). ``StreamUp`` /
-``StreamDown`` notices travel through the same FIFO, so the router sees them in order with the
-events around them.
+a batch: it waits until the process is idle — no task runnable and no I/O ready, i.e. the
+readers have drained what their sockets hold — or the batch holds ``_BURST_BATCH`` events, or
+``_BURST_WAIT_S`` has passed (:meth:`EventBuffer.wait_ripe`). An isolated event therefore leaves
+within a scheduling round or two, and a sustained burst in batches of tens of events, without
+the forwarder being scheduled per event (it used to yield once per scheduling round to watch the
+batch grow: a task switch per frame, a tenth of a bare client's cost per frame). Per-batch costs
+— a channel hand-over, a task switch into the router — are paid once per tens of events rather
+than per event, which is what keeps ingest close to a bare websocket client
+(``bench/ingest.py``). ``StreamUp`` / ``StreamDown`` notices travel through the same FIFO, so the
+router sees them in order with the events around them.
 
 "Bounded channel" here is :class:`EventBuffer` rather than a ``trio`` memory channel because a
 channel cannot batch, cannot be paused against by capacity in events while staying non-blocking
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -41,6 +45,7 @@ from typing import Any
 import attrs
 import trio
 from prometheus_client import Histogram
+from trio.testing import wait_all_tasks_blocked
 
 from spark.actors.messages import StreamDown, StreamUp, UserEvent, UserEvents, UserStreamItem
 from spark.exchange.errors import MalformedFrame
@@ -102,9 +107,10 @@ class EventBuffer:
         self._space.set()
         self._empty = trio.Event()
         self._empty.set()
-        self._ripe = trio.Event()
+        self._ripe_scope: trio.CancelScope | None = None  # wait_ripe's, while it waits
         self._ripe_at = math.inf
-        self.high_water = 0
+        self._tail: _Batch | None = None  # the newest item if it is a batch that can grow
+        self._high_water = 0  # as of the last take; see high_water
 
     @property
     def capacity(self) -> int:
@@ -127,30 +133,50 @@ class EventBuffer:
     def full(self) -> bool:
         return self._events >= self._capacity
 
-    def put(self, connection: str, event: UserEvent, received_at: float) -> None:
-        """Append ``event`` (synchronous: a reader calls this between two socket reads)."""
-        items = self._items
-        tail = items[-1] if items else None
-        if (
-            type(tail) is _Batch
-            and tail.connection == connection
-            and len(tail.events) < self._batch_max
-        ):
+    @property
+    def high_water(self) -> int:
+        """The most events held at once. Events only leave by a take, so the peak since the
+        last take is the count right now: tracked per take, not per put."""
+        return max(self._high_water, self._events)
+
+    def put(self, connection: str, event: UserEvent, received_at: float) -> bool:
+        """Append ``event`` (synchronous: a reader calls this between two socket reads).
+
+        Returns whether the buffer is now full: the reader must :meth:`wait_space` before it
+        reads on. Appending to the open batch (the common case under load) touches no
+        ``trio.Event``: the buffer was already marked non-empty when the batch was opened.
+        """
+        tail = self._tail
+        if tail is not None and tail.connection == connection:
             events = tail.events
             events.append(event)
-            if len(events) >= self._ripe_at:
-                self._ripe.set()
+            size = len(events)
+            if size >= self._ripe_at:
+                self._ripen()
+            if size >= self._batch_max:
+                self._tail = None  # closed: the next event opens a new batch
         else:
-            items.append(_Batch(connection, received_at, event))
-        self._events += 1
-        if self._events > self.high_water:
-            self.high_water = self._events
+            self._open_batch(connection, event, received_at)
+        count = self._events = self._events + 1
+        if count >= self._capacity:
+            if self._space.is_set():
+                self._space = trio.Event()
+            return True
+        return False
+
+    def _open_batch(self, connection: str, event: UserEvent, received_at: float) -> None:
+        if self._tail is not None:
+            self._ripen()  # the batch the forwarder may be waiting for is closed
+        batch = _Batch(connection, received_at, event)
+        self._items.append(batch)
+        self._tail = batch if self._batch_max > 1 else None
         self._mark_nonempty()
-        if self._events >= self._capacity and self._space.is_set():
-            self._space = trio.Event()
 
     def notice(self, item: StreamUp | StreamDown) -> None:
         """Queue a ``StreamUp`` / ``StreamDown`` behind the events already held."""
+        if self._tail is not None:
+            self._tail = None
+            self._ripen()
         self._items.append(item)
         self._mark_nonempty()
 
@@ -167,21 +193,35 @@ class EventBuffer:
     @property
     def tail_open(self) -> bool:
         """Whether the newest item is a batch that can still grow."""
-        tail = self._items[-1] if self._items else None
-        return type(tail) is _Batch and len(tail.events) < self._batch_max
+        return self._tail is not None
 
     async def wait_ripe(self, size: int, deadline: float) -> None:
-        """Until the newest batch holds ``size`` events (or is closed), or ``deadline``."""
-        tail = self._items[-1] if self._items else None
-        if type(tail) is not _Batch or len(tail.events) >= size:
+        """Until the newest batch holds ``size`` events (or is closed), the process is idle, or
+        ``deadline``.
+
+        Idle is trio's ``wait_all_tasks_blocked``: no task is runnable and an I/O poll finds
+        nothing ready. For the readers that means they have taken everything their sockets hold,
+        so the burst is over; it costs nothing per event (the run loop wakes the waiter), where
+        watching the batch grow costs a task switch per scheduling round. When other tasks keep
+        the process busy, the batch leaves at ``size`` events or at ``deadline``.
+        """
+        tail = self._tail
+        if tail is None or len(tail.events) >= size:
             return
-        self._ripe = trio.Event()
-        self._ripe_at = size
-        try:
-            with trio.move_on_at(deadline):
-                await self._ripe.wait()
-        finally:
-            self._ripe_at = math.inf
+        with trio.CancelScope(deadline=deadline) as scope:
+            self._ripe_scope = scope
+            self._ripe_at = size
+            try:
+                await wait_all_tasks_blocked()
+            finally:
+                self._ripe_scope = None
+                self._ripe_at = math.inf
+
+    def _ripen(self) -> None:
+        """End a pending :meth:`wait_ripe` (the batch is big enough, or closed)."""
+        scope = self._ripe_scope
+        if scope is not None:
+            scope.cancel()
 
     async def wait_nonempty(self) -> None:
         while not self._items:
@@ -204,11 +244,15 @@ class EventBuffer:
 
     def _pop(self) -> UserStreamItem:
         item = self._items.popleft()
+        if item is self._tail:
+            self._tail = None
         if not self._items:
             self._empty.set()
         if type(item) is not _Batch:
             return item  # type: ignore[return-value]
         batch = item
+        if self._events > self._high_water:
+            self._high_water = self._events
         self._events -= len(batch.events)
         if self._events < self._capacity:
             self._space.set()
@@ -220,15 +264,34 @@ class EventBuffer:
         self._nonempty.set()
 
 
+def _max_ms_within(bound: float) -> float:
+    """The largest whole number of milliseconds ``v`` with ``v / 1000.0 <= bound``."""
+    if math.isinf(bound):
+        return math.inf
+    v = math.floor(bound * 1000.0)
+    while (v + 1) / 1000.0 <= bound:
+        v += 1
+    while v / 1000.0 > bound:
+        v -= 1
+    return v
+
+
 class LagHistogram:
     """``spark_ingest_lag_seconds`` observed per event, added to Prometheus in bulk.
 
     prometheus_client has no bulk observe, and ``Histogram.observe`` takes two locks per call
     (about 2 µs, a visible share of the per-event budget). So readers count into local buckets
     with the histogram's own bounds (same ``le`` rule: the first bound >= the value) and
-    :meth:`flush` adds the counts — per batch, so the exported series lag by one batch at most.
+    :meth:`flush` adds the counts — per burst, so the exported series lag by a few batches at
+    most.
     If the client library's internals are not what this expects, it falls back to ``observe``
     per value.
+
+    The hot path is cheaper still: a reader appends each event's lag in integer milliseconds to
+    :attr:`pending_ms` (one list append; the lag itself is taken at receipt) and :meth:`flush`
+    bins them in one loop. The list is bounded by the events read between two flushes: the
+    forwarder flushes after every batch it hands over, and a reader stops reading when the
+    event buffer is full.
     """
 
     def __init__(self, histogram: Histogram) -> None:
@@ -244,9 +307,15 @@ class LagHistogram:
         self._bounds: list[float] = list(bounds) if self._bulk else []  # type: ignore[arg-type]
         self._buckets: list[Any] = list(buckets) if self._bulk else []  # type: ignore[arg-type]
         self._total: Any = total
+        # For lags in whole ms: the largest lag that falls in each bucket (``le`` is inclusive,
+        # and lag_ms / 1000.0 is compared exactly as observe() would compare it).
+        self._limits_ms: list[float] = [_max_ms_within(b) for b in self._bounds]
         self._counts = [0] * len(self._bounds)
         self._sum = 0.0
         self._pending = 0
+        self.pending_ms: list[int] = []
+        """Lags (receipt wall clock minus event time, ms; negative = clock offset, counted as 0)
+        not binned yet."""
         if not self._bulk:
             log.warning("prometheus_client internals changed; observing lags one by one")
 
@@ -258,7 +327,39 @@ class LagHistogram:
         else:
             self._histogram.observe(seconds)
 
+    def observe_ms(self, lag_ms: int) -> None:
+        self.pending_ms.append(lag_ms)
+
+    def _bin_pending(self) -> None:
+        pending = self.pending_ms
+        if not self._bulk:
+            for lag_ms in pending:
+                self._histogram.observe(lag_ms / 1000.0 if lag_ms > 0 else 0.0)
+            pending.clear()
+            return
+        # Sorted (in C), each bucket's share is one bisection: the cost is per flush and per
+        # bucket, not per event. Lags <= 0 (clock offset to the venue) count as 0.
+        pending.sort()
+        counts, limits, n = self._counts, self._limits_ms, len(pending)
+        top = bisect_left(limits, pending[-1])  # the largest lag's bucket
+        if top == 0 or pending[0] > limits[top - 1]:
+            counts[top] += n  # all in one bucket (the usual case: lags move slowly)
+        else:
+            lo = 0
+            for i in range(top + 1):
+                hi = bisect_right(pending, limits[i], lo)
+                counts[i] += hi - lo
+                lo = hi
+        if pending[0] > 0:
+            self._sum += sum(pending) / 1000.0
+        else:
+            self._sum += sum(pending[bisect_right(pending, 0):]) / 1000.0
+        self._pending += n
+        pending.clear()
+
     def flush(self) -> None:
+        if self.pending_ms:
+            self._bin_pending()
         if not self._pending:
             return
         counts, buckets = self._counts, self._buckets
@@ -276,8 +377,8 @@ class StreamCounters:
 
     Readers bump plain ints per frame (``frames``); :meth:`flush` moves the increase into the
     Prometheus counter, so the per-frame cost is an integer add instead of a locked
-    ``Counter.inc``. Flushed by the forwarder after each batch and by the connection loops on
-    every wake-up.
+    ``Counter.inc``. Flushed by the forwarder when a burst has been handed over (and every
+    ``_FLUSH_BATCHES`` batches during a long one) and by the connection loops on every wake-up.
     """
 
     def __init__(self, metrics: Metrics, stream: str, *, lag: bool = False) -> None:
@@ -359,56 +460,58 @@ async def forward(
 ) -> None:
     """Move items from ``buffer`` to the router, in order, awaiting the bounded channel.
 
-    Calls ``progress`` at least every ``heartbeat_s`` while idle or while the router holds us
-    back (being backpressured is waiting, not being stuck; a stuck router has its own stall
-    deadline).
+    Calls ``progress`` after every hand-over, and at least every ``heartbeat_s`` while idle or
+    while the router holds us back (being backpressured is waiting, not being stuck; a stuck
+    router has its own stall deadline). The heartbeat comes from a small task of its own, so
+    the per-batch waits need no timeout of their own (a trio cancel scope with a deadline costs
+    about as much as handling a few events).
     """
     burst_batch = min(_BURST_BATCH, buffer.batch_max)
-    while True:
-        if not len(buffer):
-            progress()
-            with trio.move_on_after(heartbeat_s):
-                await buffer.wait_nonempty()
-            continue
-        # Let the readers finish the burst they are in before cutting the batch: yield while
-        # they keep adding (a reader adds what the socket already holds, one frame per
-        # scheduling round; a round or two without growth means it is waiting for the
-        # network). Costs a scheduling round of latency when idle; under load it makes one
-        # batch and one hand-over out of many events instead of one per event.
-        held, quiet, rounds = -1, 0, 0
-        while quiet < _QUIET_ROUNDS and buffer.tail_open:
-            if buffer.events == held:
-                quiet += 1
-            else:
-                held, quiet = buffer.events, 0
-            rounds += 1
-            if rounds > _SPIN_ROUNDS:
-                # A sustained burst: stop taking a scheduling round per frame; let the batch
-                # fill up to a good size (or a couple of milliseconds pass).
-                await buffer.wait_ripe(burst_batch, trio.current_time() + _BURST_WAIT_S)
-                break
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        item = buffer.take_nowait()
-        assert item is not None
-        try:
-            out.send_nowait(item)
-        except trio.WouldBlock:
-            while True:  # backpressure: the router is behind
+    waiting = [False]  # parked in a wait that counts as progress (idle, or held back)
+
+    async def heartbeat() -> None:
+        while True:
+            await trio.sleep(heartbeat_s)
+            if waiting[0]:
                 progress()
-                with trio.move_on_after(heartbeat_s):
-                    await out.send(item)
-                    break
-        progress()
-        counters.flush()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(heartbeat)
+        batches = 0
+        while True:
+            if not len(buffer):
+                progress()
+                waiting[0] = True
+                await buffer.wait_nonempty()
+                waiting[0] = False
+            # Let the readers finish the burst they are in before cutting the batch: wait until
+            # they have drained their sockets (the process goes idle), or the batch is big, or
+            # a few milliseconds have passed. Costs a scheduling round or two of latency for an
+            # isolated event; under load it makes one batch and one hand-over of many events.
+            if buffer.tail_open:
+                await buffer.wait_ripe(burst_batch, trio.current_time() + _BURST_WAIT_S)
+            item = buffer.take_nowait()
+            assert item is not None
+            try:
+                out.send_nowait(item)
+            except trio.WouldBlock:
+                waiting[0] = True  # backpressure: the router is behind
+                await out.send(item)
+                waiting[0] = False
+            progress()
+            # Metrics: when the burst is over, and every few batches during a long one (the
+            # exported series then lag by a few batches at most).
+            batches += 1
+            if batches >= _FLUSH_BATCHES or not len(buffer):
+                batches = 0
+                counters.flush()
 
 
-_QUIET_ROUNDS = 2
-"""Scheduling rounds without a new event after which a reader is taken to be waiting."""
-_SPIN_ROUNDS = 16
-"""Rounds spent collecting a burst one frame at a time before waiting for a full batch."""
-_BURST_BATCH = 64
-_BURST_WAIT_S = 0.002
-"""Most a burst's batch is held back for: bounds the latency this batching adds."""
+_BURST_BATCH = 128
+_BURST_WAIT_S = 0.005
+"""Most a burst's batch is held back for (only while the process stays busy): bounds the
+latency this batching adds."""
+_FLUSH_BATCHES = 16
 
 
 async def race(waiters: Sequence[Waiter], deadline: float = math.inf) -> int | None:

@@ -171,20 +171,20 @@ class _Reader:
         self.counters = counters
         self.stats = stats
         assert counters.lag is not None
-        self._observe = counters.lag.observe
+        self._lags = counters.lag.pending_ms  # binned into the histogram at each flush
         self._now_ms = clock.now_ms
         self._put = buffer.put
         self._pause_limit_s = pause_limit_s
 
-    def accept(self, connection: str, event: UserEvent, now: float) -> None:
+    def accept(self, connection: str, event: UserEvent, now: float) -> bool:
         """A router event read at ``now``: lag metric (wall clock at receipt minus the event
-        time; a negative value is clock offset to the venue, counted as 0), then the buffer."""
-        lag_ms = self._now_ms() - event.event_time
-        self._observe(lag_ms / 1000.0 if lag_ms > 0 else 0.0)
-        self._put(connection, event, now)
+        time; a negative value is clock offset to the venue, counted as 0), then the buffer.
+        Returns whether the buffer is now full (then :meth:`pause` before reading on)."""
+        self._lags.append(self._now_ms() - event.event_time)
         stats = self.stats
         stats.events += 1
         stats.last_event_at = now
+        return self._put(connection, event, now)
 
     async def pause(self, conn: _Conn) -> bool:
         """The buffer is full: stop reading until it has room (True) or give up (False)."""
@@ -363,13 +363,13 @@ class FuturesUserStream:
         counters = reader.counters
         stats = reader.stats
         accept = reader.accept
-        buffer = reader.buffer
         router_types = ROUTER_EVENT_TYPES
         decode = decode_user_frame
+        clock = trio.lowlevel.current_clock().current_time  # trio.current_time(), minus lookups
         try:
             while True:
                 raw = await ws.get_message()
-                now = trio.current_time()
+                now = clock()
                 conn.last_rx = stats.last_frame_at = now
                 counters.frames += 1
                 try:
@@ -378,8 +378,8 @@ class FuturesUserStream:
                     counters.malformed_frame(exc, name)
                     continue
                 if event.__class__ in router_types:
-                    accept(name, event, now)  # type: ignore[arg-type]
-                    if buffer.full and not await reader.pause(conn):
+                    full = accept(name, event, now)  # type: ignore[arg-type]
+                    if full and not await reader.pause(conn):
                         return
                 else:
                     self._control(conn, event)
@@ -734,13 +734,13 @@ class SpotUserStream:
         counters = reader.counters
         stats = reader.stats
         accept = reader.accept
-        buffer = reader.buffer
         router_types = ROUTER_EVENT_TYPES
         decode = decode_ws_api_frame
+        clock = trio.lowlevel.current_clock().current_time  # trio.current_time(), minus lookups
         try:
             while True:
                 raw = await ws.get_message()
-                now = trio.current_time()
+                now = clock()
                 conn.last_rx = stats.last_frame_at = now
                 counters.frames += 1
                 try:
@@ -755,8 +755,8 @@ class SpotUserStream:
                         # the router sees StreamUp first.
                         conn.held.append((frame, now))  # type: ignore[arg-type]
                         continue
-                    accept(name, frame, now)  # type: ignore[arg-type]
-                    if buffer.full and not await reader.pause(conn):
+                    full = accept(name, frame, now)  # type: ignore[arg-type]
+                    if full and not await reader.pause(conn):
                         conn.close("backlog", lost=True)
                         return
                 elif cls is WsApiResponse:

@@ -61,12 +61,35 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from enum import StrEnum
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import attrs
 
 from spark.core.intents import OrderIntent, OrderType, Side, TimeInForce, signed_quantity
-from spark.exchange.events import ExecutionEvent
+from spark.exchange.events import (
+    EV_AVERAGE_PRICE,
+    EV_CLIENT_ORDER_ID,
+    EV_COMMISSION,
+    EV_COMMISSION_ASSET,
+    EV_CUM_QTY,
+    EV_CUM_QUOTE_QTY,
+    EV_EVENT_TIME,
+    EV_EXECUTION_ID,
+    EV_EXECUTION_TYPE,
+    EV_IS_MAKER,
+    EV_LAST_PRICE,
+    EV_LAST_QTY,
+    EV_LAST_QUOTE_QTY,
+    EV_ORDER_ID,
+    EV_ORDER_STATUS,
+    EV_ORIG_CLIENT_ORDER_ID,
+    EV_PRICE,
+    EV_QUANTITY,
+    EV_SYMBOL,
+    EV_TRADE_ID,
+    EV_TRANSACTION_TIME,
+    ExecutionEvent,
+)
 from spark.exchange.models import Trade
 
 __all__ = [
@@ -181,6 +204,11 @@ VENUE_STATUS: Final[Mapping[str, OrderState]] = {
 """Binance order statuses (spot ``X``/``status``, futures ``X``) → :class:`OrderState`."""
 
 _AMENDING: Final = frozenset({"REPLACED", "AMENDMENT"})
+_NEVER_SENT: Final = frozenset({_O.PARKED, _O.DRY_RUN})
+_NO_FILL_EFFECTS: dict[tuple[OrderState, OrderState, bool], Effects] = {}
+"""Effects without new fills, by (before, after, stale): immutable values, shared (see apply)."""
+_NEW_STATE: Final = _O.NEW
+_PARTIAL_STATE: Final = _O.PARTIALLY_FILLED
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -255,7 +283,7 @@ def venue_state(status: str) -> OrderState:
 # -- values -----------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Fill:
     """One execution of an order, as recorded once. ``trade_id`` is the dedup key for fills
     (``t`` in events, ``id`` in ``myTrades``); ``execution_id`` is set when an event said so."""
@@ -278,14 +306,21 @@ class Fill:
         return signed_quantity(self.side, self.qty)
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Order:
     """One order as the runtime knows it. Immutable: every change makes a new value with
     ``version`` one higher. Times are epoch ms. ``executed_qty``/``cum_quote`` are the venue's
     cumulative figures (never decreasing); ``fills_qty``/``fills_quote`` sum the fills recorded,
     so ``executed_qty - fills_qty`` is what the router still has to fetch as trades. When the
     recorded fills show more than the venue's last cumulative figure (a late event, trades
-    fetched first), the fills' sums are used: they are facts too."""
+    fetched first), the fills' sums are used: they are facts too.
+
+    Not slotted on purpose: a new version is built for every venue event, and with a
+    ``__dict__`` that is one C-level dict copy plus the changed fields (:func:`_evolve`),
+    where a slotted frozen class costs one ``object.__setattr__`` per field (23) and
+    ``attrs.evolve`` several times that. Still frozen: readers (other actors get these as
+    snapshots) cannot change a field.
+    """
 
     client_order_id: str
     symbol: str
@@ -335,7 +370,7 @@ class Order:
                     or self.executed_qty > 0)
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Effects:
     """What applying one event did. ``new_fills`` are fills never recorded before: write them."""
 
@@ -515,83 +550,132 @@ def cancel_rejected(order: Order, now_ms: int) -> Order:
 # -- venue information ------------------------------------------------------------------------
 
 
+_DUPLICATE_EFFECTS: Final = {state: Effects(state, state, False, True) for state in OrderState}
+
+
 def apply(order: Order, event: ExecutionEvent, now_ms: int | None = None) -> tuple[Order, Effects]:
     """Merge one execution report into ``order`` (see the module docstring for the rules).
 
     ``now_ms`` stamps ``updated_ms``; by default the event's own time.
+
+    This runs for every execution report, so it is written straight-line: the checks of
+    :func:`_check_same_order`, :func:`_check_venue_id`, :func:`venue_state`,
+    :func:`_merge_status`, :func:`_consistent` and :func:`_check_move` are inlined for the
+    common case, and their own code runs only to raise. ``tests/core_orders`` holds the
+    plain version of this function as a reference model and checks both give the same
+    result (or the same exception) for random event sequences.
     """
-    _check_same_order(order, event.orig_client_order_id or event.client_order_id, event.symbol,
-                      alt_client_id=event.client_order_id)
-    before = order.status
-    if event.execution_id in order.execution_ids:
-        return order, Effects(before, before, changed=False, duplicate=True)
-    _check_venue_id(order, event.order_id)
-    target, stale = _merge_status(order, venue_state(event.order_status), "event")
+    # The order's fields are read from its instance dictionary (one lookup each, where an
+    # attribute read of an attrs instance is a generic lookup; see _evolve).
+    old = order.__dict__ if _FAST_EVOLVE else _field_values(order)
+    cid: str = old["client_order_id"]
+    symbol = event[EV_SYMBOL]
+    alt = event[EV_CLIENT_ORDER_ID]
+    orig = event[EV_ORIG_CLIENT_ORDER_ID]
+    if ((orig or alt) != cid and alt != cid) or symbol != old["symbol"]:
+        _check_same_order(order, orig or alt, symbol, alt_client_id=alt)  # raises
+    current: OrderState = old["status"]
+    execution_id = event[EV_EXECUTION_ID]
+    execution_ids: frozenset[str] = old["execution_ids"]
+    if execution_id in execution_ids:
+        return order, _DUPLICATE_EFFECTS[current]
+    venue_order_id = event[EV_ORDER_ID]
+    known_venue_id: int | None = old["venue_order_id"]
+    if known_venue_id is not None and venue_order_id != known_venue_id:
+        raise DuplicateVenueOrder(cid, known_venue_id, venue_order_id)
+    venue = VENUE_STATUS.get(event[EV_ORDER_STATUS])
+    if venue is None:
+        venue_state(event[EV_ORDER_STATUS])  # raises UnknownVenueStatus
+        raise AssertionError("unreachable")  # pragma: no cover
+    # _merge_status, inlined
+    stale = False
+    if venue == current:
+        target = current
+    elif current in _NEVER_SENT:
+        _merge_status(order, venue, "event")  # raises
+        raise AssertionError("unreachable")  # pragma: no cover
+    elif current in FINAL_STATES:
+        if venue in FINAL_STATES:
+            _merge_status(order, venue, "event")  # raises
+        target, stale = current, True
+    elif _RANK[venue] < _RANK[current]:
+        target, stale = current, True
+    else:
+        target = venue
 
+    trade_ids: frozenset[int] = old["trade_ids"]
+    fills_qty: Decimal = old["fills_qty"]
+    fills_quote: Decimal = old["fills_quote"]
+    trade_id = event[EV_TRADE_ID]
+    last_qty = event[EV_LAST_QTY]
     new_fills: tuple[Fill, ...] = ()
-    trade_ids = order.trade_ids
-    fills_qty, fills_quote = order.fills_qty, order.fills_quote
-    if event.is_trade and event.trade_id is not None and event.trade_id not in trade_ids:
-        quote = (event.last_quote_qty if event.last_quote_qty is not None
-                 else event.last_qty * event.last_price)
-        new_fills = (Fill(
-            client_order_id=order.client_order_id,
-            symbol=order.symbol,
-            side=order.side,
-            qty=event.last_qty,
-            price=event.last_price,
-            quote_qty=quote,
-            commission=event.commission,
-            commission_asset=event.commission_asset,
-            trade_id=event.trade_id,
-            execution_id=event.execution_id,
-            is_maker=event.is_maker,
-            time_ms=event.transaction_time,
-        ),)
-        trade_ids = trade_ids | {event.trade_id}
-        fills_qty = fills_qty + event.last_qty
-        fills_quote = fills_quote + quote
+    fill_quote: Decimal | None = None
+    if trade_id is not None and last_qty > _ZERO and trade_id not in trade_ids:  # is_trade
+        last_price = event[EV_LAST_PRICE]
+        fill_quote = event[EV_LAST_QUOTE_QTY]
+        if fill_quote is None:
+            fill_quote = last_qty * last_price
+        new_fills = (Fill(cid, old["symbol"], old["side"], last_qty, last_price, fill_quote,
+                          event[EV_COMMISSION], event[EV_COMMISSION_ASSET], trade_id,
+                          execution_id, event[EV_IS_MAKER], event[EV_TRANSACTION_TIME]),)
+        trade_ids = trade_ids | {trade_id}
+        fills_qty = fills_qty + last_qty
+        fills_quote = fills_quote + fill_quote
 
-    executed, cum_quote, avg = order.executed_qty, order.cum_quote, order.avg_price
-    if event.cum_qty > executed:
-        executed = event.cum_qty
-        if event.cum_quote_qty is not None:
-            cum_quote = event.cum_quote_qty
-        elif event.average_price is not None and event.average_price > 0:
-            cum_quote = event.average_price * executed
-        else:
-            cum_quote = cum_quote + sum((f.quote_qty for f in new_fills), _ZERO)
+    executed: Decimal = old["executed_qty"]
+    cum_quote: Decimal = old["cum_quote"]
+    avg: Decimal | None = old["avg_price"]
+    cum_qty = event[EV_CUM_QTY]
+    if cum_qty > executed:
+        executed = cum_qty
+        cum_quote_qty = event[EV_CUM_QUOTE_QTY]
+        average_price = event[EV_AVERAGE_PRICE]
+        if cum_quote_qty is not None:
+            cum_quote = cum_quote_qty
+        elif average_price is not None and average_price > 0:
+            cum_quote = average_price * executed
+        else:  # the new fills' quote, summed from zero as sum(..., _ZERO) does
+            cum_quote = cum_quote + (_ZERO if fill_quote is None else _ZERO + fill_quote)
         avg = cum_quote / executed
     if fills_qty > executed:  # fills are facts: the cumulative figure cannot be below them
         executed, cum_quote = fills_qty, fills_quote
         avg = cum_quote / executed
-    target = _consistent(target, executed)
-    if target != order.status:
-        _check_move(order, target, "event")
+    if target == _NEW_STATE and executed > 0:  # _consistent: a NEW that overtook its fill
+        target = _PARTIAL_STATE
+    if target != current and target not in TRANSITIONS[current]:
+        _check_move(order, target, "event")  # raises
 
-    quantity, price = order.quantity, order.price
-    if event.execution_type in _AMENDING and not stale:
-        quantity = event.quantity
-        if order.type == OrderType.LIMIT and event.price > 0:
-            price = event.price
-
-    stamp = now_ms if now_ms is not None else max(order.updated_ms, event.event_time)
-    new = _bump(
-        order,
-        stamp,
-        status=target,
-        venue_order_id=event.order_id,
-        executed_qty=executed,
-        cum_quote=cum_quote,
-        avg_price=avg,
-        fills_qty=fills_qty,
-        fills_quote=fills_quote,
-        execution_ids=order.execution_ids | {event.execution_id},
-        trade_ids=trade_ids,
-        quantity=quantity,
-        price=price,
-    )
-    return new, Effects(before, target, changed=True, stale=stale, new_fills=new_fills)
+    updated: int = old["updated_ms"]
+    stamp = event[EV_EVENT_TIME] if now_ms is None else now_ms
+    values = old.copy()  # _evolve, inlined: the new version's fields
+    values["status"] = target
+    values["venue_order_id"] = venue_order_id
+    values["executed_qty"] = executed
+    values["cum_quote"] = cum_quote
+    values["avg_price"] = avg
+    values["fills_qty"] = fills_qty
+    values["fills_quote"] = fills_quote
+    values["execution_ids"] = execution_ids | {execution_id}
+    values["trade_ids"] = trade_ids
+    values["version"] = old["version"] + 1
+    values["updated_ms"] = stamp if stamp > updated else updated
+    if event[EV_EXECUTION_TYPE] in _AMENDING and not stale:
+        values["quantity"] = event[EV_QUANTITY]
+        price = event[EV_PRICE]
+        if old["type"] == OrderType.LIMIT and price > 0:
+            values["price"] = price
+    if not _FAST_EVOLVE:  # pragma: no cover
+        new = attrs.evolve(order, **values)
+    else:
+        new = _new_instance(order.__class__)
+        _object_setattr(new, "__dict__", values)
+    if new_fills:
+        return new, Effects(current, target, True, False, stale, new_fills)
+    effects = _NO_FILL_EFFECTS.get((current, target, stale))
+    if effects is None:  # a value object: one per outcome is shared
+        effects = _NO_FILL_EFFECTS[current, target, stale] = Effects(current, target, True,
+                                                                     False, stale)
+    return new, effects
 
 
 def apply_trade(order: Order, trade: Trade, now_ms: int) -> tuple[Order, Effects]:
@@ -699,12 +783,42 @@ def _not_found(order: Order, now_ms: int) -> tuple[Order, QueryResult]:
 
 
 def _bump(order: Order, now_ms: int, *, version_step: int = 1, **changes: object) -> Order:
-    return attrs.evolve(
-        order,
-        version=order.version + version_step,
-        updated_ms=max(order.updated_ms, now_ms),
-        **changes,  # type: ignore[arg-type]
+    changes["version"] = order.version + version_step
+    changes["updated_ms"] = max(order.updated_ms, now_ms)
+    return _evolve(order, changes)
+
+
+def _check_fast_evolve() -> bool:
+    """Whether :class:`Order` is a plain frozen attrs class with a ``__dict__``: every field
+    set by ``__init__`` as given (no converter, validator or ``init=False``), so copying the
+    instance dictionary and overwriting fields builds what ``attrs.evolve`` would."""
+    return "__slots__" not in Order.__dict__ and all(
+        f.init and f.converter is None and f.validator is None and f.alias == f.name
+        for f in attrs.fields(Order)
     )
+
+
+_FAST_EVOLVE: Final = _check_fast_evolve()
+_ORDER_FIELDS: Final = tuple(f.name for f in attrs.fields(Order))
+
+
+def _field_values(order: Order) -> dict[str, Any]:  # pragma: no cover - see _check_fast_evolve
+    return {name: getattr(order, name) for name in _ORDER_FIELDS}
+_new_instance = object.__new__
+_object_setattr = object.__setattr__
+
+
+def _evolve(order: Order, changes: dict[str, object]) -> Order:
+    """``attrs.evolve(order, **changes)`` for the hot path: copy the instance dictionary (one C
+    call), overwrite the changed fields, and give it to a new instance. Only for known field
+    names (the callers here)."""
+    if not _FAST_EVOLVE:  # pragma: no cover - a future Order with slots or converters
+        return attrs.evolve(order, **changes)  # type: ignore[arg-type]
+    values = order.__dict__.copy()
+    values.update(changes)
+    new = _new_instance(order.__class__)
+    _object_setattr(new, "__dict__", values)
+    return new
 
 
 def _check_same_order(order: Order, client_id: str, symbol: str, *, alt_client_id: str) -> None:
@@ -753,7 +867,7 @@ def _consistent(status: OrderState, executed: Decimal) -> OrderState:
 # -- the table --------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class EventResult:
     """What :meth:`OrderTable.apply_event` did. ``order`` is ``None`` for an unknown order."""
 
@@ -854,20 +968,31 @@ class OrderTable:
 
     def apply_event(self, event: ExecutionEvent, now_ms: int | None = None) -> EventResult:
         """Merge one execution report; new fills move the position."""
-        client_id = event.orig_client_order_id or event.client_order_id
-        order = self.get(client_id)
-        if order is None and event.orig_client_order_id:
-            order = self.get(event.client_order_id)
+        orig = event[EV_ORIG_CLIENT_ORDER_ID]
+        client_id = orig or event[EV_CLIENT_ORDER_ID]
+        open_orders = self._open
+        order = open_orders.get(client_id)
+        was_open = order is not None
         if order is None:
-            if event.execution_id in self._seen:
-                self._seen.move_to_end(event.execution_id)
-                return EventResult(None, None, duplicate=True)
-            return EventResult(None, None, unknown_order=True)
+            order = self._final.get(client_id)
+            if order is None and orig:
+                order = self.get(event[EV_CLIENT_ORDER_ID])
+                was_open = order is not None and order.client_order_id in open_orders
+            if order is None:
+                execution_id = event[EV_EXECUTION_ID]
+                if execution_id in self._seen:
+                    self._seen.move_to_end(execution_id)
+                    return EventResult(None, None, duplicate=True)
+                return EventResult(None, None, unknown_order=True)
         new, effects = apply(order, event, now_ms)
         if effects.duplicate:
             return EventResult(order, effects, duplicate=True)
-        self._store(new)
-        self._move_position(effects.new_fills)
+        if was_open and new.status not in FINAL_STATES:
+            open_orders[new.client_order_id] = new  # _store's open case: not in _final
+        else:
+            self._store(new)
+        if effects.new_fills:
+            self._move_position(effects.new_fills)
         return EventResult(new, effects)
 
     def apply_trade(self, client_order_id: str, trade: Trade, now_ms: int) -> EventResult:

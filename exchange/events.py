@@ -25,9 +25,11 @@ Execution ids are unique per (product, symbol); key on all three.
 Speed: one ``orjson.loads`` and direct dict indexing, no cattrs/validation layer. Amounts that
 repeat (order quantity and price, zeros) go through the ``Decimal`` cache of
 :mod:`spark.exchange.numbers`; amounts that change with every fill (last/cumulative quantity,
-last price, quote amounts) are parsed directly, where a cache would only miss. Anything that
-does not have Binance's shape raises :class:`~spark.exchange.errors.MalformedFrame` and nothing
-else.
+last price, quote amounts) are never added to it (they would only evict the ones that repeat)
+but probe it first — a hit (zero on every non-trade event, a limit order's price as its fill
+price, its quantity as the final cumulative quantity) saves a parse — and are parsed directly
+otherwise. Decimals stay exact: no float anywhere. Anything that does not have Binance's shape
+raises :class:`~spark.exchange.errors.MalformedFrame` and nothing else.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from spark.exchange.fields import (
     as_bool,
     as_int,
     as_str,
-    fresh_decimal,
     opt_bool,
     opt_decimal,
     opt_int,
@@ -55,6 +56,27 @@ from spark.exchange.numbers import DECIMALS as _DECIMALS
 from spark.exchange.numbers import to_decimal
 
 __all__ = [
+    "EV_AVERAGE_PRICE",
+    "EV_CLIENT_ORDER_ID",
+    "EV_COMMISSION",
+    "EV_COMMISSION_ASSET",
+    "EV_CUM_QTY",
+    "EV_CUM_QUOTE_QTY",
+    "EV_EVENT_TIME",
+    "EV_EXECUTION_ID",
+    "EV_EXECUTION_TYPE",
+    "EV_IS_MAKER",
+    "EV_LAST_PRICE",
+    "EV_LAST_QTY",
+    "EV_LAST_QUOTE_QTY",
+    "EV_ORDER_ID",
+    "EV_ORDER_STATUS",
+    "EV_ORIG_CLIENT_ORDER_ID",
+    "EV_PRICE",
+    "EV_QUANTITY",
+    "EV_SYMBOL",
+    "EV_TRADE_ID",
+    "EV_TRANSACTION_TIME",
     "AccountPosition",
     "BalanceUpdate",
     "ExecutionEvent",
@@ -129,6 +151,43 @@ class ExecutionEvent(NamedTuple):
     def is_trade(self) -> bool:
         """True when this event reports a fill (``x`` TRADE, or a futures CALCULATED fill)."""
         return self.trade_id is not None and self.last_qty > 0
+
+
+# Positions of ExecutionEvent fields, for the hot paths that read many of them
+# (spark.core.orders.apply): CPython 3.11 does not specialise attribute access through a
+# NamedTuple's field descriptors (each is a generic lookup and a descriptor call), while
+# ``event[EV_CUM_QTY]`` is one specialised tuple index. Literal ``Final`` ints, so mypy still
+# knows each field's type; checked against ``ExecutionEvent._fields`` just below.
+EV_SYMBOL: Final = 1
+EV_CLIENT_ORDER_ID: Final = 2
+EV_ORDER_ID: Final = 3
+EV_QUANTITY: Final = 7
+EV_PRICE: Final = 8
+EV_EXECUTION_TYPE: Final = 10
+EV_ORDER_STATUS: Final = 11
+EV_LAST_QTY: Final = 13
+EV_CUM_QTY: Final = 14
+EV_LAST_PRICE: Final = 15
+EV_COMMISSION: Final = 16
+EV_COMMISSION_ASSET: Final = 17
+EV_TRADE_ID: Final = 18
+EV_EXECUTION_ID: Final = 19
+EV_IS_MAKER: Final = 20
+EV_EVENT_TIME: Final = 21
+EV_TRANSACTION_TIME: Final = 22
+EV_ORIG_CLIENT_ORDER_ID: Final = 23
+EV_CUM_QUOTE_QTY: Final = 26
+EV_LAST_QUOTE_QTY: Final = 27
+EV_AVERAGE_PRICE: Final = 32
+
+
+def _check_field_positions() -> None:
+    for name, index in list(globals().items()):
+        if name.startswith("EV_") and ExecutionEvent._fields[index] != name[3:].lower():
+            raise RuntimeError(f"{name} = {index} is {ExecutionEvent._fields[index]!r}")
+
+
+_check_field_positions()
 
 
 @attrs.frozen(slots=True)
@@ -230,6 +289,30 @@ UserEvent = (
     | UnknownEvent
 )
 
+_known_amount: Final = _DECIMALS.get
+"""A probe of the ``Decimal`` cache that never adds to it (``dict.get`` skips ``__missing__``)."""
+
+
+def _parse_amount(text: str) -> Decimal:
+    """An amount string not in the cache, parsed exactly; NaN/Infinity refused."""
+    d = Decimal(text)
+    if not d.is_finite():
+        raise ValueError("non-finite amount")
+    return d
+
+
+def _fresh_amount(v: Any) -> Decimal:
+    """An amount that changes with every fill (last/cumulative quantity, last price, quote
+    amounts). It is not added to the ``Decimal`` cache — that would only evict the amounts that
+    do repeat — but the cache is probed first, which costs one dict lookup and hits often: zero
+    on every non-trade event, a limit order's price as its fills' price, the order quantity as
+    the last cumulative quantity. Only a miss is parsed."""
+    if v.__class__ is not str:
+        raise TypeError("amount is not a string")
+    d = _known_amount(v)
+    return _parse_amount(v) if d is None else d
+
+
 # ``ExecutionEvent._make`` minus its Python-level length check (one call less per frame); the
 # decoders below always pass all 37 fields, and the tests compare against the keyword form.
 _new_execution: Callable[[type[ExecutionEvent], tuple[Any, ...]], ExecutionEvent] = tuple.__new__
@@ -274,7 +357,7 @@ def _spot_execution(e: dict[str, Any], sub: int | None) -> ExecutionEvent:
         or (expiry is not None and expiry.__class__ is not str)
     ):
         raise TypeError("a boolean field is not a boolean")
-    # Amounts that change with every fill are parsed directly; a cache would only miss.
+    # Amounts that change with every fill: see _fresh_amount. Inlined here (five per frame).
     last_qty, cum_qty, last_price, cum_quote, last_quote = e["l"], e["z"], e["L"], e["Z"], e["Y"]
     if (
         last_qty.__class__ is not str
@@ -284,16 +367,17 @@ def _spot_execution(e: dict[str, Any], sub: int | None) -> ExecutionEvent:
         or last_quote.__class__ is not str
     ):
         raise TypeError("an amount is not a string")
-    last_qty, cum_qty, last_price = Decimal(last_qty), Decimal(cum_qty), Decimal(last_price)
-    cum_quote, last_quote = Decimal(cum_quote), Decimal(last_quote)
-    if not (
-        last_qty.is_finite()
-        and cum_qty.is_finite()
-        and last_price.is_finite()
-        and cum_quote.is_finite()
-        and last_quote.is_finite()
-    ):
-        raise ValueError("non-finite amount")
+    known = _known_amount  # a hit is a finite Decimal (zero is falsy: compare with None)
+    hit = known(last_qty)
+    last_qty = _parse_amount(last_qty) if hit is None else hit
+    hit = known(cum_qty)
+    cum_qty = _parse_amount(cum_qty) if hit is None else hit
+    hit = known(last_price)
+    last_price = _parse_amount(last_price) if hit is None else hit
+    hit = known(cum_quote)
+    cum_quote = _parse_amount(cum_quote) if hit is None else hit
+    hit = known(last_quote)
+    last_quote = _parse_amount(last_quote) if hit is None else hit
     # Amounts fixed per order (quantity, price) or mostly zero go through the cache.
     d = _DECIMALS
     quote_qty = e.get("Q")
@@ -365,9 +449,9 @@ def _futures_execution(e: dict[str, Any], sub: int | None) -> ExecutionEvent:
         x,
         status,
         "NONE",
-        fresh_decimal(o["l"]),
-        fresh_decimal(o["z"]),
-        fresh_decimal(o["L"]),
+        _fresh_amount(o["l"]),
+        _fresh_amount(o["z"]),
+        _fresh_amount(o["L"]),
         d[o.get("n", "0")],
         opt_str(o.get("N")),
         t if t > 0 else None,
@@ -384,8 +468,8 @@ def _futures_execution(e: dict[str, Any], sub: int | None) -> ExecutionEvent:
         None,
         None,
         None if er is None else str(as_int(er) if er.__class__ is int else as_str(er)),
-        None if ap is None else fresh_decimal(ap),
-        None if rp is None else fresh_decimal(rp),
+        None if ap is None else _fresh_amount(ap),
+        None if rp is None else _fresh_amount(rp),
         opt_bool(o.get("R")),
         opt_str(o.get("ps")),
         sub,

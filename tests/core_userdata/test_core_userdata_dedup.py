@@ -131,3 +131,26 @@ def test_new_and_duplicate_are_never_wrong_and_stale_only_beyond_the_window(
     if window >= n:  # everything fits: exact, nothing stale, every fill counted once
         assert d.stale == 0
         assert seen == set(ids)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["spot", "futures"]), st.sampled_from(["A", "B"]),
+                          st.one_of(st.none(), st.integers(0, 40)), st.integers(0, 40)),
+                max_size=120),
+       st.integers(1, 8), st.integers(1, 8))
+def test_admit_is_admit_trade_or_admit_execution_id(
+    ops: list[tuple[str, str, int | None, int]], window: int, recent: int
+) -> None:
+    """``admit`` (inlined for speed) decides exactly as the two explicit entry points do, with
+    the same counters, for any mix of fills and status events."""
+    fast = Deduplicator(trade_window=window, recent_ids=recent)
+    plain = Deduplicator(trade_window=window, recent_ids=recent)
+    for product, symbol, trade_id, exec_id in ops:
+        ev = execution(trade_id=trade_id, execution_id=str(exec_id), symbol=symbol)._replace(
+            product=product)
+        want = (plain.admit_trade(product, symbol, trade_id) if trade_id is not None
+                else plain.admit_execution_id(product, symbol, str(exec_id)))
+        assert fast.admit(ev) is want
+        assert (fast.duplicates, fast.stale, fast.size) == (plain.duplicates, plain.stale,
+                                                            plain.size)
+        assert fast.floor(product, symbol) == plain.floor(product, symbol)
