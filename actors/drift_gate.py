@@ -36,7 +36,7 @@ from typing import Any, Literal
 import trio
 
 from spark.actors.messages import DriftInput, ForceGate, GateView, LiveFill, ShadowDone, ShadowOrder
-from spark.actors.streamio import Waiter, race
+from spark.actors.streamio import race
 from spark.config.schema import DriftGateConfig, SparkConfig
 from spark.core.clock import SYSTEM_CLOCK, WallClock
 from spark.core.drift import DriftGate, GateTransition, Observation
@@ -106,6 +106,8 @@ class DriftGateActor:
         self._changed_at_ms: int | None = None
         self._cause: str | None = None
         self._seen_closes = 0
+        self._waiting: trio.CancelScope | None = None  # the main loop's receive, when idle
+        self._reload_due = False
         self.decisions = 0
         self._publish()
 
@@ -153,17 +155,25 @@ class DriftGateActor:
     ) -> None:
         ctx.register_mailbox("inbox", self._receive)
         self._reload()
-        task_status.started()
-        receive = self._receive
-        while not ctx.stop_requested.is_set():
-            ctx.progress()
-            try:
-                message = receive.receive_nowait()
-            except trio.WouldBlock:
-                for waited in await self._idle(ctx):
-                    self._apply(waited)
-                continue
-            self._apply(message)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_stop_and_reload, ctx)
+            task_status.started()
+            receive = self._receive
+            while not ctx.stop_requested.is_set():
+                ctx.progress()
+                if self._reload_due:
+                    self._reload_due = False
+                    self._reload()
+                try:
+                    message = receive.receive_nowait()
+                except trio.WouldBlock:
+                    waited = await self._wait()
+                    if waited is None:  # a heartbeat, a stop request or a reload
+                        self._reload()
+                        continue
+                    message = waited
+                self._apply(message)
+            nursery.cancel_scope.cancel()
         # Polite stop: decide what is already queued (it is cheap), then return.
         while True:
             try:
@@ -171,25 +181,38 @@ class DriftGateActor:
             except trio.WouldBlock:
                 return
 
-    async def _idle(self, ctx: ChildContext) -> list[DriftInput]:
-        """Wait for a message, a stop request, a config reload, or a heartbeat."""
-        got: list[DriftInput] = []
+    async def _wait(self) -> DriftInput | None:
+        """The next message, or None after a heartbeat or when the watcher interrupts.
 
-        async def message() -> None:
-            got.append(await self._receive.receive())
+        One plain receive per message: the rare events (stop, reload) are watched by a task
+        of their own that cancels this wait, instead of a race of tasks per message."""
+        with trio.move_on_after(self._heartbeat_s) as scope:
+            self._waiting = scope
+            try:
+                return await self._receive.receive()
+            finally:
+                self._waiting = None
+        return None
 
-        waiters: list[Waiter] = [message, ctx.wait_stop]
+    async def _watch_stop_and_reload(self, ctx: ChildContext) -> None:
+        """Interrupt the main loop's wait on a stop request or a config reload."""
         cfg = self._spark_config
-        if cfg is not None:
-            seen = cfg.version
+        seen = cfg.version if cfg is not None else 0
 
-            async def reloaded() -> None:
-                await cfg.wait_changed(seen)
+        async def reloaded() -> None:
+            nonlocal seen
+            if cfg is None:
+                await trio.sleep_forever()
+            else:
+                seen, _ = await cfg.wait_changed(seen)
 
-            waiters.append(reloaded)
-        await race(waiters, trio.current_time() + self._heartbeat_s)
-        self._reload()
-        return got
+        while True:
+            winner = await race([ctx.wait_stop, reloaded])
+            self._reload_due = True
+            if self._waiting is not None:
+                self._waiting.cancel()
+            if winner == 0:
+                return
 
     def _apply(self, message: DriftInput) -> None:
         gate = self.gate

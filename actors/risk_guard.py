@@ -204,9 +204,9 @@ class RiskGuard:
         self._recent.add(now_s)
         self._seq += 1
         self._pending[self._seq] = intent
-        # Forward first, record second: the record's await must not delay the order.
-        await self._router.send(Submit(intent, self._seq, now_s, request.reply))
-        await self._outlet.send(record)
+        # The router persists the approval once the order is on its way: the writer's
+        # commit must not compete with the send.
+        await self._router.send(Submit(intent, self._seq, now_s, request.reply, record))
 
     def _reference_prices(self, cfg: SparkConfig, now_s: float) -> dict[str, Decimal | None]:
         if self._prices is None:

@@ -66,7 +66,12 @@ from spark.exchange.inflight import slot
 from spark.exchange.models import OrderStatus, Trade
 from spark.runtime.audit import AuditTrail
 from spark.runtime.metrics import Metrics
-from spark.storage.records import ExecutionRecord, OrderUpdate, TradeRecord
+from spark.storage.records import (
+    ExecutionRecord,
+    OrderUpdate,
+    RiskDecision,
+    TradeRecord,
+)
 from spark.supervision import ChildContext
 
 log = logging.getLogger("spark.actors.router")
@@ -89,6 +94,10 @@ class Submit:
     seq: int
     approved_at: float
     reply: Reply | None = attrs.field(default=None, eq=False)
+    #: The guard's approval record: the router persists it once the order is on its way (or
+    #: at once when the order is not sent now), so the writer's commit is not competing with
+    #: the send for the event loop and the disk.
+    decision: RiskDecision | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -113,7 +122,6 @@ class CancelAll:
 @attrs.frozen
 class _SendDone:
     client_order_id: str
-    started_at: float
     result: Any  # OrderAck | OrderResult | ExchangeError
 
 
@@ -197,6 +205,9 @@ class OrderRouter:
         self._accepted_seq = 0
         self._reconciling = True
         self._waiting: list[Submit] = []  # approved while reconciling: sent afterwards
+        # Records of orders on their way to the venue, held back until the send is done (or
+        # the order changes first): approval-time persistence must not delay the bytes.
+        self._deferred: dict[str, list[Any]] = {}
         self._last_trade_ids: dict[str, int] = {}
         self._rules: dict[str, SymbolRules] = {}
         self._rules_snapshot: Mapping[str, SymbolRules] = {}  # what readers get; set on load
@@ -235,6 +246,7 @@ class OrderRouter:
             task_status.started()
             await self._loop(ctx)
             await self._shutdown()
+            await self._flush_all_deferred()
             nursery.cancel_scope.cancel()
 
     async def _loop(self, ctx: ChildContext) -> None:
@@ -370,17 +382,22 @@ class OrderRouter:
         now_ms = self._clock.now_ms()
         order = om.new_order(intent, status, now_ms)
         self.table.add(order)
-        # Send first, record second: the record's await must not delay the order.
+        records: list[Any] = [] if msg.decision is None else [msg.decision]
+        records.append(self._order_record(order, msg.approved_at))
+        if status is om.OrderState.PENDING and not self._reconciling:
+            # Send first, record after: the records follow once the send is done (or the
+            # order changes before that), never before the bytes have left.
+            self._deferred[intent.client_order_id] = records
+            self._dispatch(order, msg.reply, msg.approved_at)
+            return
         if status is om.OrderState.PENDING:
-            if self._reconciling:
-                self._waiting.append(msg)
-                if msg.reply is not None:
-                    self._replies[intent.client_order_id] = msg.reply
-            else:
-                self._dispatch(order, msg.reply, msg.approved_at)
+            self._waiting.append(msg)
+            if msg.reply is not None:
+                self._replies[intent.client_order_id] = msg.reply
         elif msg.reply is not None:
             msg.reply.set(order_json(order))
-        await self._order_changed(order, msg.approved_at)
+        for record in records:
+            await self._outlet.send(record)
 
     def _dispatch(self, order: om.Order, reply: Reply | None, approved_at: float) -> None:
         if reply is not None:
@@ -400,10 +417,10 @@ class OrderRouter:
             now = trio.current_time()
             if self._kill_switch.value:
                 # Approved before the switch engaged, not sent yet: it never leaves.
-                await self._send_tx.send(_SendDone(cid, now, _KillSwitchRefused()))
+                await self._send_tx.send(_SendDone(cid, _KillSwitchRefused()))
                 return
             if not self._breaker.allows_call(now):
-                await self._send_tx.send(_SendDone(cid, now, _BreakerRefused()))
+                await self._send_tx.send(_SendDone(cid, _BreakerRefused()))
                 return
             self._shadow(order)
             started = trio.current_time()
@@ -417,11 +434,16 @@ class OrderRouter:
                 result = exc
             except (OSError, trio.TooSlowError) as exc:  # pragma: no cover - defensive
                 result = UnknownExecutionStatus(f"{type(exc).__name__}")
-            duration = trio.current_time() - started
-            self._breaker.record(_outcome(result), duration, trio.current_time())
-        await self._send_tx.send(_SendDone(cid, started, result))
+            answered = trio.current_time()
+            self._breaker.record(_outcome(result), answered - started, answered)
+            if not isinstance(result, BaseException):
+                # Send → the venue's ACK, taken when its answer is parsed: the router's own
+                # inbox (which may hold this order's user-data events) is not the venue's time.
+                self._metrics.order_place_ack_seconds.observe(answered - started)
+        await self._send_tx.send(_SendDone(cid, result))
 
     async def _on_send_done(self, msg: _SendDone) -> None:
+        await self._flush_deferred(msg.client_order_id)
         order = self.table.get(msg.client_order_id)
         if order is None:  # pragma: no cover - evicted while in flight: impossible for open
             return
@@ -459,7 +481,6 @@ class OrderRouter:
             if sent_state:
                 order = om.apply_ack(order, result.order_id, now_ms)
             self._metrics.live_orders_placed_total.inc()
-            self._metrics.order_place_ack_seconds.observe(trio.current_time() - msg.started_at)
         if order is not before:
             self.table.put(order)
             await self._order_changed(order, trio.current_time())
@@ -548,6 +569,8 @@ class OrderRouter:
         result = self.table.apply_event(event, self._clock.now_ms())
         if result.duplicate or result.order is None or result.effects is None:
             return
+        if self._deferred:  # the order's approval records go before what the venue says
+            await self._flush_deferred(result.order.client_order_id)
         # A trade learned twice (socket and reconciliation, under different execution ids) is
         # one fill: its report is stored with the fill it brought, never a second time.
         stored = (event.symbol, event.trade_id) in self._stored_trade_reports
@@ -889,14 +912,31 @@ class OrderRouter:
                         order.client_order_id)
 
     async def _order_changed(self, order: om.Order, ingress: float) -> None:
-        await self._outlet.send(OrderUpdate(
+        if self._deferred:
+            await self._flush_deferred(order.client_order_id)
+        await self._outlet.send(self._order_record(order, ingress))
+
+    @staticmethod
+    def _order_record(order: om.Order, ingress: float) -> OrderUpdate:
+        return OrderUpdate(
             client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
             type=order.type, time_in_force=order.time_in_force, quantity=order.quantity,
             price=order.price, status=order.status.value, venue_order_id=order.venue_order_id,
             executed_qty=order.executed_qty, cumulative_quote_qty=order.cum_quote,
             version=order.version, created_ms=order.created_ms, updated_ms=order.updated_ms,
             reason=order.reject_reason, ingress=ingress,
-        ))
+        )
+
+    async def _flush_deferred(self, client_order_id: str) -> None:
+        """Persist what an order's approval left for later, before anything newer about it."""
+        records = self._deferred.pop(client_order_id, None)
+        if records:
+            for record in records:
+                await self._outlet.send(record)
+
+    async def _flush_all_deferred(self) -> None:
+        while self._deferred:
+            await self._flush_deferred(next(iter(self._deferred)))
 
     def _publish(self) -> None:
         self.view.set(RouterView(

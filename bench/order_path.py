@@ -27,13 +27,13 @@ MARKET orders, BUY and SELL alternating (the position stays flat), one in flight
     - ``rest→socket``: ``RestClient._call`` → body on the socket (rate budget, timestamp,
       signing, ``httpx`` request building, pool, h11, socket write) = ``since_call_s``.
 
-(b) place→ACK as the runtime records it in ``spark_order_place_ack_seconds`` (router send → the
-    router handling the ACK), against a floor: a bare signed ``httpx`` ``POST /api/v3/order``
-    (MARKET, ``newOrderRespType=ACK``, HMAC with ``sim-key``/``sim-secret``, the same form body
-    the runtime sends) from a trio ``httpx.AsyncClient`` to the same venue process, timed from
-    signing to the parsed answer; same count, one in flight.  The floor runs after the runtime
-    has stopped (the venue would otherwise stream the floor's fills into the runtime), in the same
-    trio loop, then idle.
+(b) place→ACK as the runtime records it in ``spark_order_place_ack_seconds`` (the router's send
+    worker calling the venue client → the venue's answer parsed in that worker), against a
+    floor: a bare signed ``httpx`` ``POST /api/v3/order`` (MARKET, ``newOrderRespType=ACK``,
+    HMAC with ``sim-key``/``sim-secret``, the same form body the runtime sends) from a trio
+    ``httpx.AsyncClient`` to the same venue process, timed from signing to the parsed answer;
+    same count, one in flight.  The floor runs after the runtime has stopped (the venue would
+    otherwise stream the floor's fills into the runtime), in the same trio loop, then idle.
 
 Timestamps are ``trio.current_time()``.  Production code is not changed: the bench wraps, on the
 runtime's own instances only, the REST observer's ``on_bytes_sent``, ``RestClient._call`` (to

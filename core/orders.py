@@ -972,12 +972,13 @@ class OrderTable:
         client_id = orig or event[EV_CLIENT_ORDER_ID]
         open_orders = self._open
         order = open_orders.get(client_id)
-        was_open = order is not None
+        open_key = None if order is None else client_id  # orders are keyed by their own id
         if order is None:
             order = self._final.get(client_id)
             if order is None and orig:
                 order = self.get(event[EV_CLIENT_ORDER_ID])
-                was_open = order is not None and order.client_order_id in open_orders
+                if order is not None and order.client_order_id in open_orders:
+                    open_key = order.client_order_id
             if order is None:
                 execution_id = event[EV_EXECUTION_ID]
                 if execution_id in self._seen:
@@ -985,14 +986,15 @@ class OrderTable:
                     return EventResult(None, None, duplicate=True)
                 return EventResult(None, None, unknown_order=True)
         new, effects = apply(order, event, now_ms)
-        if effects.duplicate:
+        if new is order:  # a duplicate: apply returns the order itself only then
             return EventResult(order, effects, duplicate=True)
-        if was_open and new.status not in FINAL_STATES:
-            open_orders[new.client_order_id] = new  # _store's open case: not in _final
+        if open_key is not None and effects.after not in FINAL_STATES:
+            open_orders[open_key] = new  # _store's open case (an open order is not in _final)
         else:
             self._store(new)
-        if effects.new_fills:
-            self._move_position(effects.new_fills)
+        fills = effects.new_fills
+        if fills:
+            self._move_position(fills)
         return EventResult(new, effects)
 
     def apply_trade(self, client_order_id: str, trade: Trade, now_ms: int) -> EventResult:
