@@ -11,8 +11,15 @@ idle), while a write into blocks that already exist and hold zeros needs only th
 on disk (0.08 ms idle).  So the log is extended ahead of need in :data:`EXTEND_BYTES` steps of
 real zeros (not ``fallocate``: its unwritten extents would need the journal on first write,
 which is the cost we avoid), fsync'd once per step, and each record is one ``pwrite`` on a
-descriptor opened with ``O_DSYNC``: durable when the call returns.  The appends still run in a
-worker thread (the event loop never waits on the disk), one at a time, in order.
+descriptor opened with ``O_DSYNC``: durable when the call returns, run in a worker thread (the
+event loop never waits on the disk).
+
+Where Linux kernel AIO works (``storage/linux_aio.py``), appends skip the worker thread: the
+block(s) holding the new record are written from an aligned copy of the log's tail with
+``O_DIRECT`` + ``RWF_DSYNC`` and the loop waits on an ``eventfd`` — the hand-off to and from a
+thread (0.3-1 ms under load, measured) was costing more than the disk.  Same file format, same
+guarantees; the thread path remains the fallback (tmpfs, other systems).  Appends and
+compaction are serialised by one lock, in arrival order.
 
 Reading stops at the first line that is not complete: zeros (the preallocated tail) or a torn
 record (crash mid-write).  Either way that intent was never sent, because sending waits for the
@@ -22,18 +29,26 @@ yet final are carried over), so it stays small.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import orjson
 import trio
 
+from spark.exchange.inflight import slot
+from spark.storage.linux_aio import BLOCK, AioFile, open_aio
+
+log = logging.getLogger("spark.actors.intent_log")
+
 EXTEND_BYTES = 1 << 20  # zero-filled ahead of need: ~4,000 intents per step
 _ZEROS = bytes(64 * 1024)
+TAIL_BYTES = 64 * 1024  # the aligned copy of the log's tail the AIO path writes from
+Backend = Literal["auto", "thread"]
 
 
 @attrs.frozen
@@ -70,16 +85,32 @@ class IntentLog:
     FILENAME = "order-intents.wal"
 
     def __init__(self, state_dir: str | os.PathLike[str],
-                 extend_bytes: int = EXTEND_BYTES) -> None:
+                 extend_bytes: int = EXTEND_BYTES, backend: Backend = "auto") -> None:
         if extend_bytes <= 0:
             raise ValueError("extend_bytes must be positive")
         self.path = Path(state_dir) / self.FILENAME
         self._extend_bytes = extend_bytes
+        self._backend = backend
         self._fd: int | None = None
         self._offset = 0  # where the next record goes
         self._allocated = 0  # bytes of the file that exist (records + zeros)
-        # One thread at a time touches the file; appends are ordered.
-        self._limiter = trio.CapacityLimiter(1)
+        # Appends and compaction, one at a time, in arrival order (trio.Lock is fair).
+        self._lock = trio.Lock()
+        self._limiter = trio.CapacityLimiter(1)  # one thread at a time touches the file
+        # Zero-filling ahead of need runs in the background (keep_ahead), off the order path.
+        self._extension_lock = trio.Lock()
+        self._low_space = trio.Event()
+        # The AIO path: the file from _tail_base on, mirrored in _aio.buffer (zeros past the
+        # records, except up to _scrap_end after a write that did not complete).
+        self._aio: AioFile | None = None
+        self._aio_tried = False
+        self._tail_base = 0
+        self._scrap_end = 0
+
+    @property
+    def uses_aio(self) -> bool:
+        """Whether appends go through kernel AIO (known once the log is open)."""
+        return self._aio is not None
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -114,6 +145,27 @@ class IntentLog:
         _fsync_dir(self.path.parent)
 
     def _open(self) -> int:
+        """Open (and repair) the log; with the AIO backend also its ``O_DIRECT`` twin."""
+        fd = self._open_fd()
+        if self._backend == "auto" and self._aio is None:
+            self._open_aio(fd)
+        return fd
+
+    def _open_aio(self, fd: int) -> None:
+        aio, how = open_aio(self.path, TAIL_BYTES)
+        if not self._aio_tried:
+            self._aio_tried = True
+            log.info("intent log appends: %s", how if aio is not None
+                     else f"worker thread (kernel AIO unavailable: {how})")
+        if aio is None:
+            return
+        self._tail_base = self._offset - self._offset % BLOCK
+        head = os.pread(fd, self._offset - self._tail_base, self._tail_base)
+        aio.buffer[: len(head)] = head
+        self._scrap_end = 0
+        self._aio = aio
+
+    def _open_fd(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_DSYNC | os.O_CLOEXEC, 0o600)
@@ -149,6 +201,7 @@ class IntentLog:
         than one per chunk."""
         target = max(self._allocated, self._offset + needed)
         target += self._extend_bytes - target % self._extend_bytes
+        target += -target % BLOCK  # whole blocks: the AIO path writes blocks, never past the end
         fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             position = self._allocated
@@ -171,10 +224,81 @@ class IntentLog:
         self._offset += written
 
     async def append(self, intent: LoggedIntent) -> None:
-        """Durable on return."""
-        await trio.to_thread.run_sync(self._append_sync, intent, limiter=self._limiter)
+        """Durable on return.  If cancelled, the intent may or may not be in the log (it was
+        not sent: sending waits for this), and the log stays consistent."""
+        async with slot(self._lock):  # free: taken without a scheduling pass
+            if self._fd is None:
+                await trio.to_thread.run_sync(self._open, limiter=self._limiter)
+            if self._aio is None:
+                await trio.to_thread.run_sync(self._append_sync, intent, limiter=self._limiter)
+            else:
+                await self._append_aio(self._aio, intent.to_json() + b"\n")
+            if self._allocated - self._offset < self._extend_bytes // 2:
+                self._low_space.set()
+
+    async def _append_aio(self, aio: AioFile, record: bytes) -> None:
+        """Write the block(s) the record lands in from the tail copy; durable on return."""
+        end = self._offset + len(record)
+        if end + -end % BLOCK > self._allocated:
+            async with self._extension_lock:  # a background extension may be under way
+                if end + -end % BLOCK > self._allocated:
+                    await trio.to_thread.run_sync(self._extend, len(record) + BLOCK,
+                                                  limiter=self._limiter)
+        buffer = aio.buffer
+        if aio.in_flight:
+            await aio.settle()  # an earlier write whose waiter was cancelled
+        pos = self._offset - self._tail_base
+        if self._scrap_end > pos:  # what that cancelled or failed write left behind
+            buffer[pos: self._scrap_end] = bytes(self._scrap_end - pos)
+            self._scrap_end = 0
+        if pos + len(record) > len(buffer):
+            if len(record) > len(buffer) - BLOCK:
+                raise ValueError(f"intent record too large ({len(record)} bytes)")
+            keep_from = pos - pos % BLOCK  # slide the window: keep only the partial block
+            partial = bytes(buffer[keep_from:pos])
+            buffer[:pos] = bytes(pos)
+            buffer[: len(partial)] = partial
+            self._tail_base += keep_from
+            pos -= keep_from
+        stop = pos + len(record)
+        buffer[pos:stop] = record
+        first = pos - pos % BLOCK
+        try:
+            await aio.write(first, stop + -stop % BLOCK - first, self._tail_base + first)
+        except BaseException:
+            self._scrap_end = max(self._scrap_end, stop)  # cleared before the next write
+            raise
+        self._offset = end
+
+    async def keep_ahead(self) -> None:
+        """Zero-fill the next step in the background when half of the preallocated space is
+        used, so no append waits for it (~20 ms per MiB with its fsync, measured).  Runs for
+        the log's life in its owner's nursery; without it, appends extend when they must."""
+        while True:
+            await self._low_space.wait()
+            self._low_space = trio.Event()
+            async with self._extension_lock:
+                if self._fd is not None and (
+                        self._allocated - self._offset < self._extend_bytes // 2):
+                    await trio.to_thread.run_sync(self._extend, self._extend_bytes,
+                                                  limiter=self._limiter)
+
+    async def compact(self, keep: Callable[[], Iterable[LoggedIntent]]) -> None:
+        """Replace the log with ``keep()`` (taken once no append is in progress) and
+        preallocate again; appends queued meanwhile go to the new log."""
+        async with self._lock, self._extension_lock:
+            intents = list(keep())
+
+            def rewrite_and_prepare() -> None:
+                self.rewrite(intents)
+                self.prepare()
+
+            await trio.to_thread.run_sync(rewrite_and_prepare, limiter=self._limiter)
 
     def close(self) -> None:
+        if self._aio is not None:
+            self._aio.close()
+            self._aio = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

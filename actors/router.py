@@ -243,6 +243,7 @@ class OrderRouter:
             nursery.start_soon(self._reconcile, "startup")
             nursery.start_soon(self._watch_kill_switch)
             nursery.start_soon(self._ticker)
+            nursery.start_soon(self._log.keep_ahead)
             task_status.started()
             await self._loop(ctx)
             await self._shutdown()
@@ -848,7 +849,7 @@ class OrderRouter:
                 if order is not None and order.status is om.OrderState.PENDING:
                     self._dispatch(order, self._replies.pop(order.client_order_id, None),
                                    submit.approved_at)
-            await trio.to_thread.run_sync(self._compact_log)
+            await self._log.compact(self._intents_to_keep)
 
     async def _confirm_reconcile(self) -> None:
         await trio.sleep(CONFIRM_DELAY_S)
@@ -858,14 +859,13 @@ class OrderRouter:
         await trio.sleep(1.0)
         await self._reconcile(reason)
 
-    def _compact_log(self) -> None:
-        keep = [LoggedIntent(
+    def _intents_to_keep(self) -> list[LoggedIntent]:
+        """What compaction carries over: every order that is not final and may be sent."""
+        return [LoggedIntent(
             client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, type=o.type,
             quantity=o.quantity, price=o.price, time_in_force=o.time_in_force,
             created_ms=o.created_ms, source=o.source)
             for o in self.table if not o.is_final and o.status is not om.OrderState.PARKED]
-        self._log.rewrite(keep)
-        self._log.prepare()
 
     def _raise_entries(self, entries: tuple[rc.ReconciliationEntry, ...]) -> None:
         for entry in entries:

@@ -1,6 +1,8 @@
-"""``slot``: hold a ``trio.CapacityLimiter`` token without a scheduling pass when one is free.
+"""``slot``: hold a ``trio.CapacityLimiter`` token (or a ``trio.Lock``) without a scheduling
+pass when one is free.
 
-Why: ``CapacityLimiter.acquire`` always yields to the scheduler, even with tokens to spare, so
+Why: ``CapacityLimiter.acquire`` (and ``Lock.acquire``) always yields to the scheduler, even
+with tokens to spare, so
 every order would wait behind whatever else is runnable before its bytes leave (measured on
 the reference box: a pass costs ~0.1 ms, often more under load).  When a token is free and
 nobody is queued, take it at once; otherwise queue fairly as ``acquire`` does.  The awaits that
@@ -18,7 +20,7 @@ __all__ = ["slot"]
 
 
 @asynccontextmanager
-async def slot(limiter: trio.CapacityLimiter) -> AsyncIterator[None]:
+async def slot(limiter: trio.CapacityLimiter | trio.Lock) -> AsyncIterator[None]:
     """``async with slot(limiter):`` — like ``async with limiter:``, minus the idle yield."""
     try:
         limiter.acquire_nowait()  # refuses when tokens are out *or* others are queued: fair

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 
 import httpx
+import trio
 from exchange_stub import SIM_KEY, SIM_SECRET
 
 from spark.exchange import codec
@@ -55,5 +57,36 @@ async def test_query_requests_take_build_request() -> None:
         same(client._build(encoded, trace), client._http.build_request(
             encoded.method, encoded.target, headers=encoded.headers,
             extensions={"trace": trace}))
+    finally:
+        await client.aclose()
+
+
+async def test_cookies_are_neither_kept_nor_sent(nursery: trio.Nursery) -> None:
+    """The venue client's jar declines everything: a Set-Cookie answer leaves nothing behind
+    and the next request carries no Cookie header."""
+    heads: list[bytes] = []
+
+    async def handler(stream: trio.SocketStream) -> None:
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                buffer += data
+            head, buffer = buffer.split(b"\r\n\r\n", 1)
+            heads.append(head)
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                  b"Set-Cookie: edge=abc; Path=/\r\nContent-Length: 2\r\n\r\n{}")
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    client = RestClient(venue_profile("sim", rest_url=f"http://127.0.0.1:{port}"), CREDS)
+    try:
+        for _ in range(2):
+            response = await client._http.get("/api/v3/time")
+            assert response.headers["set-cookie"].startswith("edge=")
+        assert len(client._http.cookies) == 0
+        assert all(b"cookie:" not in head.lower() for head in heads), heads
     finally:
         await client.aclose()

@@ -250,6 +250,35 @@ async def test_request_goes_out_exactly_as_httpx_built_it(server: RawServer) -> 
     assert (b"Content-Length", b"7") in request.headers.raw
 
 
+async def test_no_other_task_runs_between_the_write_and_its_trace(server: RawServer) -> None:
+    """The "bytes on the socket" trace comes straight after the write on plain TCP: a busy
+    task that counts its scheduler turns makes no progress between "started" and "complete"
+    (trio's ``send_all`` would yield after its send and let it run)."""
+    turns = 0
+    seen: dict[str, int] = {}
+
+    async def busy() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await trio.sleep(0)
+
+    async def trace(name: str, info: dict[str, Any]) -> None:
+        seen[name] = turns
+
+    async with client_for(server.url, Http11Transport()) as client, \
+            trio.open_nursery() as nursery:
+        await client.get("/ok")  # a kept-alive connection: the next request only writes
+        nursery.start_soon(busy)
+        for _ in range(20):
+            seen.clear()
+            response = await client.post("/echo", content=b"k=v", extensions={"trace": trace})
+            assert response.json()["body"] == "k=v"
+            assert seen[STARTED] == seen["http11.send_request_body.complete"], seen
+        assert turns > 20  # the busy task did run, just never in between
+        nursery.cancel_scope.cancel()
+
+
 async def test_server_connection_close_is_honoured(server: RawServer) -> None:
     transport = Http11Transport()
     async with client_for(server.url, transport) as client:

@@ -17,8 +17,18 @@ async def test_free_token_taken_without_checkpoint() -> None:
     assert limiter.borrowed_tokens == 0
 
 
-async def test_waits_when_exhausted_and_is_fair() -> None:
-    limiter = trio.CapacityLimiter(1)
+async def test_free_lock_taken_without_checkpoint() -> None:
+    lock = trio.Lock()
+    with trio.testing.assert_no_checkpoints():
+        async with slot(lock):
+            assert lock.locked()
+    assert not lock.locked()
+
+
+@pytest.mark.parametrize("kind", ["limiter", "lock"])
+async def test_waits_when_exhausted_and_is_fair(kind: str) -> None:
+    limiter: trio.CapacityLimiter | trio.Lock = (
+        trio.CapacityLimiter(1) if kind == "limiter" else trio.Lock())
     order: list[str] = []
     release = trio.Event()
 
@@ -41,7 +51,8 @@ async def test_waits_when_exhausted_and_is_fair() -> None:
         assert order == ["holder"] and limiter.statistics().tasks_waiting == 2
         release.set()
     assert order == ["holder", "first", "second"]
-    assert limiter.borrowed_tokens == 0
+    assert limiter.statistics().tasks_waiting == 0
+    assert not (limiter.locked() if isinstance(limiter, trio.Lock) else limiter.borrowed_tokens)
 
 
 async def test_released_on_error_and_on_cancel() -> None:

@@ -11,10 +11,19 @@ import textwrap
 from decimal import Decimal
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
-from spark.actors.intent_log import IntentLog, LoggedIntent
+from spark.actors.intent_log import Backend, IntentLog, LoggedIntent
+from spark.storage.linux_aio import open_aio
+
+
+@pytest.fixture(params=["auto", "thread"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Every behaviour holds on both append paths: kernel AIO (where it works) and a thread."""
+    value: Backend = request.param
+    return value
 
 
 def intent(n: int, price: str | None = "100.5") -> LoggedIntent:
@@ -25,8 +34,9 @@ def intent(n: int, price: str | None = "100.5") -> LoggedIntent:
         created_ms=1_700_000_000_000 + n, source="test")
 
 
-async def test_appends_read_back_in_order_and_file_is_preallocated(tmp_path: Path) -> None:
-    log = IntentLog(tmp_path, extend_bytes=4096)
+async def test_appends_read_back_in_order_and_file_is_preallocated(
+        tmp_path: Path, backend: Backend) -> None:
+    log = IntentLog(tmp_path, backend=backend, extend_bytes=4096)
     written = [intent(i, None if i % 3 else "1.25") for i in range(20)]
     for item in written:
         await log.append(item)
@@ -38,20 +48,21 @@ async def test_appends_read_back_in_order_and_file_is_preallocated(tmp_path: Pat
     log.close()
 
 
-async def test_descriptor_is_synchronous(tmp_path: Path) -> None:
-    log = IntentLog(tmp_path)
+async def test_descriptor_is_synchronous(tmp_path: Path, backend: Backend) -> None:
+    log = IntentLog(tmp_path, backend=backend)
     await log.append(intent(1))
     assert log._fd is not None
     assert fcntl.fcntl(log._fd, fcntl.F_GETFL) & os.O_DSYNC
     log.close()
 
 
-async def test_reopen_continues_after_existing_records(tmp_path: Path) -> None:
-    first = IntentLog(tmp_path, extend_bytes=4096)
+async def test_reopen_continues_after_existing_records(
+        tmp_path: Path, backend: Backend) -> None:
+    first = IntentLog(tmp_path, backend=backend, extend_bytes=4096)
     for i in range(5):
         await first.append(intent(i))
     first.close()
-    second = IntentLog(tmp_path, extend_bytes=4096)
+    second = IntentLog(tmp_path, backend=backend, extend_bytes=4096)
     for i in range(5, 9):
         await second.append(intent(i))
     assert [x.client_order_id for x in second.read()] == [intent(i).client_order_id
@@ -59,8 +70,10 @@ async def test_reopen_continues_after_existing_records(tmp_path: Path) -> None:
     second.close()
 
 
-async def test_extends_in_steps_across_many_appends(tmp_path: Path) -> None:
-    log = IntentLog(tmp_path, extend_bytes=512)  # a record is ~190 bytes: extends often
+async def test_extends_in_steps_across_many_appends(
+        tmp_path: Path, backend: Backend) -> None:
+    log = IntentLog(tmp_path, backend=backend,
+                    extend_bytes=512)  # a record is ~190 bytes: extends often
     written = [intent(i) for i in range(60)]
     for item in written:
         await log.append(item)
@@ -69,8 +82,9 @@ async def test_extends_in_steps_across_many_appends(tmp_path: Path) -> None:
     log.close()
 
 
-async def test_torn_record_is_ignored_and_overwritten(tmp_path: Path) -> None:
-    log = IntentLog(tmp_path, extend_bytes=4096)
+async def test_torn_record_is_ignored_and_overwritten(
+        tmp_path: Path, backend: Backend) -> None:
+    log = IntentLog(tmp_path, backend=backend, extend_bytes=4096)
     for i in range(3):
         await log.append(intent(i))
     log.close()
@@ -79,10 +93,10 @@ async def test_torn_record_is_ignored_and_overwritten(tmp_path: Path) -> None:
     torn = intent(99).to_json()[:40]  # a crash mid-write: no newline
     data[end:end + len(torn)] = torn
     log.path.write_bytes(bytes(data))
-    assert [x.client_order_id for x in IntentLog(tmp_path).read()] == [
+    assert [x.client_order_id for x in IntentLog(tmp_path, backend=backend).read()] == [
         intent(i).client_order_id for i in range(3)]
 
-    again = IntentLog(tmp_path, extend_bytes=4096)
+    again = IntentLog(tmp_path, backend=backend, extend_bytes=4096)
     await again.append(intent(3))
     assert [x.client_order_id for x in again.read()] == [
         intent(i).client_order_id for i in range(4)]
@@ -90,11 +104,12 @@ async def test_torn_record_is_ignored_and_overwritten(tmp_path: Path) -> None:
     again.close()
 
 
-async def test_unpreallocated_file_with_torn_tail(tmp_path: Path) -> None:
+async def test_unpreallocated_file_with_torn_tail(
+        tmp_path: Path, backend: Backend) -> None:
     """A log written without zeros (an older runtime, or a compacted one) still works."""
     path = tmp_path / IntentLog.FILENAME
     path.write_bytes(intent(0).to_json() + b"\n" + intent(1).to_json()[:30])
-    log = IntentLog(tmp_path, extend_bytes=4096)
+    log = IntentLog(tmp_path, backend=backend, extend_bytes=4096)
     assert [x.client_order_id for x in log.read()] == [intent(0).client_order_id]
     await log.append(intent(2))
     assert [x.client_order_id for x in log.read()] == [intent(0).client_order_id,
@@ -102,8 +117,9 @@ async def test_unpreallocated_file_with_torn_tail(tmp_path: Path) -> None:
     log.close()
 
 
-async def test_rewrite_compacts_then_prepare_preallocates(tmp_path: Path) -> None:
-    log = IntentLog(tmp_path, extend_bytes=4096)
+async def test_rewrite_compacts_then_prepare_preallocates(
+        tmp_path: Path, backend: Backend) -> None:
+    log = IntentLog(tmp_path, backend=backend, extend_bytes=4096)
     for i in range(6):
         await log.append(intent(i))
     log.rewrite([intent(2), intent(4)])
@@ -132,7 +148,7 @@ CHILD = textwrap.dedent("""
     from spark.actors.intent_log import IntentLog, LoggedIntent
 
     async def main():
-        log = IntentLog(sys.argv[1], extend_bytes=2048)
+        log = IntentLog(sys.argv[1], extend_bytes=2048, backend=sys.argv[2])
         n = 0
         while True:
             await log.append(LoggedIntent(
@@ -146,8 +162,8 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_sigkill_loses_no_acknowledged_append(tmp_path: Path) -> None:
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)],
+def test_sigkill_loses_no_acknowledged_append(tmp_path: Path, backend: Backend) -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), backend],
                              stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     acknowledged = -1
@@ -159,6 +175,145 @@ def test_sigkill_loses_no_acknowledged_append(tmp_path: Path) -> None:
     rest, _ = child.communicate(timeout=30)
     for line in rest.splitlines():
         acknowledged = int(line)
-    ids = [x.client_order_id for x in IntentLog(tmp_path).read()]
+    ids = [x.client_order_id for x in IntentLog(tmp_path, backend=backend).read()]
     assert ids[: acknowledged + 1] == [f"spk-kill-{n:06d}" for n in range(acknowledged + 1)]
     assert len(ids) <= acknowledged + 2  # at most the one in flight when killed
+
+
+# -- the kernel AIO path --------------------------------------------------------------------------
+
+
+def aio_works_here(folder: Path) -> bool:
+    probe = folder / "aio-probe"
+    probe.write_bytes(bytes(4096))
+    aio, _ = open_aio(probe, 4096)
+    if aio is None:
+        return False
+    aio.close()
+    probe.unlink()
+    return True
+
+
+@pytest.fixture
+def aio_folder(tmp_path: Path) -> Path:
+    if not aio_works_here(tmp_path):
+        pytest.skip("kernel AIO with O_DIRECT is not available for this folder")
+    return tmp_path
+
+
+async def test_auto_uses_kernel_aio_where_it_works(aio_folder: Path) -> None:
+    log = IntentLog(aio_folder, backend="auto")
+    await log.append(intent(1))
+    assert log.uses_aio
+    thread = IntentLog(aio_folder / "other", backend="thread")
+    await thread.append(intent(1))
+    assert not thread.uses_aio
+    log.close()
+    thread.close()
+
+
+async def test_aio_tail_window_slides_across_many_records(aio_folder: Path) -> None:
+    """64 KiB of tail copy, ~190-byte records: 1,000 appends slide the window several times
+    and cross block boundaries inside records."""
+    log = IntentLog(aio_folder, backend="auto", extend_bytes=16 * 4096)
+    written = [intent(i, None if i % 4 else "7.5") for i in range(1000)]
+    for item in written:
+        await log.append(item)
+    assert log.uses_aio
+    assert log.read() == written
+    log.close()
+    reopened = IntentLog(aio_folder, backend="auto")
+    await reopened.append(intent(5000))
+    assert reopened.read() == [*written, intent(5000)]
+    reopened.close()
+
+
+async def test_aio_cancelled_append_leaves_a_consistent_log(aio_folder: Path) -> None:
+    """Cancelled while the kernel writes: that intent was not sent, so the log may forget it;
+    the next append lands cleanly, with no fragment of the cancelled record left behind."""
+    log = IntentLog(aio_folder, backend="auto", extend_bytes=4096)
+    for i in range(3):
+        await log.append(intent(i))
+    aio = log._aio
+    assert aio is not None
+    long_one = attrs.evolve(intent(50), source="x" * 3000)  # crosses into the next block
+    cancelled = False
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            async def cancel_when_in_flight() -> None:
+                while not aio.in_flight:
+                    await trio.sleep(0)
+                scope.cancel()
+
+            nursery.start_soon(cancel_when_in_flight)
+            await log.append(long_one)
+    cancelled = scope.cancelled_caught
+    assert cancelled
+    await log.append(intent(3))
+    assert log.read() == [intent(0), intent(1), intent(2), intent(3)]
+    data = log.path.read_bytes()
+    assert b"xxxx" not in data
+    log.close()
+
+
+async def test_compaction_waits_for_appends_and_loses_none(
+        tmp_path: Path, backend: Backend) -> None:
+    """Appends racing a compaction: whatever ``keep()`` returns when compaction runs, plus every
+    append queued after it, is in the new log (the router adds an order to its table, which
+    ``keep()`` reads, before it appends)."""
+    log = IntentLog(tmp_path, backend=backend, extend_bytes=4096)
+    for i in range(5):
+        await log.append(intent(i))
+    table = [intent(2)]  # what the router still holds open
+
+    async def place(n: int) -> None:
+        table.append(intent(n))
+        await log.append(intent(n))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(10, 15):
+            nursery.start_soon(place, n)
+        nursery.start_soon(log.compact, lambda: list(table))
+        for n in range(20, 25):
+            nursery.start_soon(place, n)
+    ids = {x.client_order_id for x in log.read()}
+    assert ids == {x.client_order_id for x in table}
+    assert intent(0).client_order_id not in ids
+    log.close()
+
+
+async def test_close_with_a_write_in_flight(aio_folder: Path) -> None:
+    log = IntentLog(aio_folder, backend="auto", extend_bytes=4096)
+    await log.append(intent(1))
+    with trio.move_on_after(0.0001):
+        await log.append(intent(2))
+    log.close()  # reaps whatever is still in the kernel before freeing its buffer
+    assert [x.client_order_id for x in log.read()][:1] == [intent(1).client_order_id]
+
+
+async def test_keep_ahead_extends_in_the_background(tmp_path: Path, backend: Backend) -> None:
+    """With keep_ahead running, appends never have to zero-fill themselves: the file grows
+    before the records reach its end."""
+    log = IntentLog(tmp_path, backend=backend, extend_bytes=8 * 4096)
+    extended_inline = 0
+    original = log._extend
+
+    def counting_extend(needed: int) -> None:
+        nonlocal extended_inline
+        if needed < log._extend_bytes // 2:  # an append's own, just-enough extension
+            extended_inline += 1
+        original(needed)
+
+    log._extend = counting_extend  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(log.keep_ahead)
+        await trio.to_thread.run_sync(log.prepare)
+        written = [intent(i) for i in range(600)]  # ~114 KiB: several 32 KiB steps
+        for item in written:
+            await log.append(item)
+            await trio.testing.wait_all_tasks_blocked()  # let the background step finish
+        nursery.cancel_scope.cancel()
+    assert extended_inline == 0
+    assert log.read() == written
+    assert log.path.stat().st_size > 600 * 150
+    log.close()

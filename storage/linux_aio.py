@@ -1,0 +1,222 @@
+"""Durable block writes through Linux kernel AIO: no worker thread, no blocked event loop.
+
+Why: the order router's write-ahead intent log must be on disk before an order's first send.
+A ``pwrite`` on an ``O_DSYNC`` descriptor costs ~0.15 ms of disk time here, but run in a worker
+thread (our rule for blocking work) it also costs the thread hand-off: the worker needs the GIL
+back from a busy event loop, then wakes the loop — 0.3-1 ms per order measured under load, more
+than the disk itself.  Kernel AIO (``io_submit``) on an ``O_DIRECT`` descriptor with
+``RWF_DSYNC`` queues the write and returns at once (~0.04 ms); the kernel signals completion,
+after the data is durable, on an ``eventfd`` that Trio waits on like any socket.  Nothing
+blocks, nothing waits for the GIL.
+
+Constraints this module enforces rather than hides: ``O_DIRECT`` needs the buffer, the length
+and the offset aligned to the device's block (we use :data:`BLOCK` = 4 KiB, a multiple of any
+logical block size in use), so callers write whole blocks from an aligned buffer (an anonymous
+``mmap`` is page-aligned); the buffer must not change while a write is in flight, so one write
+is in flight at a time and :meth:`AioFile.write` does not return before it completed.  A write
+whose waiting task is cancelled still completes in the kernel: it is reaped before the next one
+starts (or at close), so its buffer is never reused early.
+
+:func:`open_aio` returns ``None`` (with the reason) where this cannot work — not Linux, an
+architecture whose syscall numbers we do not know, a filesystem without ``O_DIRECT`` (tmpfs),
+``io_setup`` refused — and the caller falls back to its thread path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import logging
+import mmap
+import os
+import platform
+import sys
+
+import trio
+
+log = logging.getLogger("spark.storage.linux_aio")
+
+BLOCK = 4096
+
+# (io_setup, io_destroy, io_getevents, io_submit) per machine.
+_SYSCALLS = {
+    "x86_64": (206, 207, 208, 209),
+    "aarch64": (0, 1, 4, 2),
+}
+_IOCB_CMD_PWRITE = 1
+_IOCB_FLAG_RESFD = 1
+_RWF_DSYNC = 2
+
+
+class _Iocb(ctypes.Structure):
+    """``struct iocb`` (linux/aio_abi.h), little-endian layout."""
+
+    _fields_ = [
+        ("aio_data", ctypes.c_uint64),
+        ("aio_key", ctypes.c_uint32),
+        ("aio_rw_flags", ctypes.c_int32),
+        ("aio_lio_opcode", ctypes.c_uint16),
+        ("aio_reqprio", ctypes.c_int16),
+        ("aio_fildes", ctypes.c_uint32),
+        ("aio_buf", ctypes.c_uint64),
+        ("aio_nbytes", ctypes.c_uint64),
+        ("aio_offset", ctypes.c_int64),
+        ("aio_reserved2", ctypes.c_uint64),
+        ("aio_flags", ctypes.c_uint32),
+        ("aio_resfd", ctypes.c_uint32),
+    ]
+
+
+class _IoEvent(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_uint64),
+        ("obj", ctypes.c_uint64),
+        ("res", ctypes.c_int64),
+        ("res2", ctypes.c_int64),
+    ]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class AioUnavailable(OSError):
+    """Kernel AIO cannot be used for this file here; the reason says why."""
+
+
+class AioFile:
+    """One file opened ``O_DIRECT``; whole-block durable writes, one in flight at a time."""
+
+    def __init__(self, path: str | os.PathLike[str], buffer_bytes: int) -> None:
+        if sys.platform != "linux":
+            raise AioUnavailable(f"kernel AIO needs Linux (this is {sys.platform})")
+        numbers = _SYSCALLS.get(platform.machine())
+        if numbers is None:
+            raise AioUnavailable(f"no AIO syscall numbers for {platform.machine()}")
+        if buffer_bytes <= 0 or buffer_bytes % BLOCK:
+            raise ValueError(f"buffer_bytes must be a positive multiple of {BLOCK}")
+        self._setup_nr, self._destroy_nr, self._getevents_nr, self._submit_nr = numbers
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.syscall.restype = ctypes.c_long
+        self._fd = -1
+        self._efd = -1
+        self._ctx = ctypes.c_ulong(0)
+        self._in_flight = 0  # bytes of the write the kernel has not completed yet (0: none)
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+        except OSError as exc:
+            raise AioUnavailable(f"O_DIRECT refused for {path}: {exc.strerror}") from None
+        try:
+            if self._libc.syscall(self._setup_nr, 1, ctypes.byref(self._ctx)) != 0:
+                err = ctypes.get_errno()
+                raise AioUnavailable(f"io_setup failed: {os.strerror(err)}")
+            self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        except BaseException:
+            self.close()
+            raise
+        #: The aligned buffer callers fill and write from (anonymous mmap: page-aligned).
+        self.buffer = mmap.mmap(-1, buffer_bytes)
+        self._address = ctypes.addressof(ctypes.c_char.from_buffer(self.buffer))
+        self._iocb = _Iocb()
+        self._iocbs = (ctypes.POINTER(_Iocb) * 1)(ctypes.pointer(self._iocb))
+        self._events = (_IoEvent * 1)()
+
+    @property
+    def in_flight(self) -> bool:
+        return self._in_flight > 0
+
+    async def write(self, start: int, length: int, offset: int) -> None:
+        """Write ``buffer[start:start+length]`` at file ``offset``; durable on return.
+
+        All three must be multiples of :data:`BLOCK`.  Raises ``OSError`` if the kernel
+        refuses or fails the write (nothing is assumed written then)."""
+        if start % BLOCK or length % BLOCK or offset % BLOCK or length <= 0:
+            raise ValueError("AIO writes are whole aligned blocks")
+        if start + length > len(self.buffer):
+            raise ValueError("write past the end of the buffer")
+        await self.settle()
+        iocb = self._iocb
+        iocb.aio_lio_opcode = _IOCB_CMD_PWRITE
+        iocb.aio_fildes = self._fd
+        iocb.aio_buf = self._address + start
+        iocb.aio_nbytes = length
+        iocb.aio_offset = offset
+        iocb.aio_rw_flags = _RWF_DSYNC
+        iocb.aio_flags = _IOCB_FLAG_RESFD
+        iocb.aio_resfd = self._efd
+        while True:
+            submitted = self._libc.syscall(self._submit_nr, self._ctx, 1, self._iocbs)
+            if submitted == 1:
+                break
+            err = ctypes.get_errno()
+            if submitted < 0 and err == errno.EINTR:
+                continue
+            raise OSError(err, f"io_submit failed: {os.strerror(err)}")
+        self._in_flight = length
+        await self._reap()
+
+    async def settle(self) -> None:
+        """Let a write whose waiter was cancelled land before the buffer is touched again.
+
+        Its outcome has nobody to report to: a failure is logged, not raised here."""
+        if not self._in_flight:
+            return
+        try:
+            await self._reap()
+        except OSError as exc:
+            log.warning("an abandoned AIO write failed: %s", exc)
+
+    async def _reap(self) -> None:
+        """Wait for the write in flight to complete and check it wrote everything."""
+        while True:
+            try:
+                os.eventfd_read(self._efd)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._efd)
+                continue
+            if self._collect(block=False):
+                return
+
+    def _collect(self, *, block: bool, timeout_s: float = 0.0) -> bool:
+        """Take the completion event if there is one; True when the write is accounted for."""
+        wait = _Timespec(int(timeout_s), int((timeout_s % 1) * 1e9))
+        got = self._libc.syscall(self._getevents_nr, self._ctx, 1 if block else 0, 1,
+                                 self._events, ctypes.byref(wait))
+        if got < 0:
+            err = ctypes.get_errno()
+            if err == errno.EINTR:
+                return False
+            raise OSError(err, f"io_getevents failed: {os.strerror(err)}")
+        if got == 0:
+            return False
+        expected, self._in_flight = self._in_flight, 0
+        result = self._events[0].res
+        if result < 0:
+            raise OSError(-result, f"AIO write failed: {os.strerror(-result)}")
+        if result != expected:
+            raise OSError(errno.EIO, f"short AIO write ({result} of {expected} bytes)")
+        return True
+
+    def close(self, reap_timeout_s: float = 5.0) -> None:
+        """Release everything; a write still in flight is waited for first (its buffer must
+        outlive it)."""
+        if self._in_flight:
+            # The caller learns nothing new from a failure here: that write's waiter is gone.
+            with contextlib.suppress(OSError):
+                self._collect(block=True, timeout_s=reap_timeout_s)
+        if self._ctx.value:
+            self._libc.syscall(self._destroy_nr, self._ctx)  # also waits for anything left
+            self._ctx = ctypes.c_ulong(0)
+        for fd in (self._fd, self._efd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._efd = -1
+
+
+def open_aio(path: str | os.PathLike[str], buffer_bytes: int) -> tuple[AioFile | None, str]:
+    """An :class:`AioFile` for ``path``, or ``None`` and why kernel AIO cannot be used."""
+    try:
+        return AioFile(path, buffer_bytes), "kernel AIO (O_DIRECT, RWF_DSYNC)"
+    except AioUnavailable as exc:
+        return None, str(exc)
