@@ -18,8 +18,11 @@ Where Linux kernel AIO works (``storage/linux_aio.py``), appends skip the worker
 block(s) holding the new record are written from an aligned copy of the log's tail with
 ``O_DIRECT`` + ``RWF_DSYNC`` and the loop waits on an ``eventfd`` — the hand-off to and from a
 thread (0.3-1 ms under load, measured) was costing more than the disk.  Same file format, same
-guarantees; the thread path remains the fallback (tmpfs, other systems).  Appends and
-compaction are serialised by one lock, in arrival order.
+guarantees; the thread path remains the fallback (a filesystem that refuses ``O_DIRECT`` or a
+test write, other systems).  Appends and compaction are serialised by one lock, in arrival
+order.  The next zero-filled step is written in the background (:meth:`IntentLog.keep_ahead`)
+when half of the current one is used; its size change is metadata, so an append that lands
+while it commits may wait for it (once per step: ~22,000 orders at 4 MiB).
 
 Reading stops at the first line that is not complete: zeros (the preallocated tail) or a torn
 record (crash mid-write).  Either way that intent was never sent, because sending waits for the
@@ -45,7 +48,7 @@ from spark.storage.linux_aio import BLOCK, AioFile, open_aio
 
 log = logging.getLogger("spark.actors.intent_log")
 
-EXTEND_BYTES = 1 << 20  # zero-filled ahead of need: ~4,000 intents per step
+EXTEND_BYTES = 4 << 20  # zero-filled ahead of need: ~22,000 intents per step
 _ZEROS = bytes(64 * 1024)
 TAIL_BYTES = 64 * 1024  # the aligned copy of the log's tail the AIO path writes from
 Backend = Literal["auto", "thread"]
@@ -103,7 +106,7 @@ class IntentLog:
         # The AIO path: the file from _tail_base on, mirrored in _aio.buffer (zeros past the
         # records, except up to _scrap_end after a write that did not complete).
         self._aio: AioFile | None = None
-        self._aio_tried = False
+        self._path_said = ""  # the append path last logged
         self._tail_base = 0
         self._scrap_end = 0
 
@@ -152,16 +155,28 @@ class IntentLog:
         return fd
 
     def _open_aio(self, fd: int) -> None:
+        """Switch appends to kernel AIO if it works for this file: opened, and one real write
+        (the tail block, rewritten with what it holds) accepted — some filesystems take
+        ``O_DIRECT`` at open and refuse the write itself.  Runs in a worker thread."""
         aio, how = open_aio(self.path, TAIL_BYTES)
-        if not self._aio_tried:
-            self._aio_tried = True
-            log.info("intent log appends: %s", how if aio is not None
-                     else f"worker thread (kernel AIO unavailable: {how})")
+        if aio is not None:
+            tail_base = self._offset - self._offset % BLOCK
+            if tail_base + BLOCK > self._allocated:
+                self._extend(self._extend_bytes)  # a full step, as prepare() would
+            head = os.pread(fd, self._offset - tail_base, tail_base)
+            aio.buffer[: len(head)] = head
+            try:
+                aio.write_blocking(0, BLOCK, tail_base)
+            except OSError as exc:
+                aio.close()
+                aio, how = None, f"a test write was refused: {exc}"
+        path = how if aio is not None else f"worker thread (kernel AIO unavailable: {how})"
+        if path != self._path_said:
+            self._path_said = path
+            log.info("intent log appends: %s", path)
         if aio is None:
             return
-        self._tail_base = self._offset - self._offset % BLOCK
-        head = os.pread(fd, self._offset - self._tail_base, self._tail_base)
-        aio.buffer[: len(head)] = head
+        self._tail_base = tail_base
         self._scrap_end = 0
         self._aio = aio
 
@@ -192,7 +207,7 @@ class IntentLog:
         if self._fd is None:
             self._open()
         if self._allocated - self._offset < self._extend_bytes // 2:
-            self._extend(self._extend_bytes // 2)
+            self._extend(self._extend_bytes)
 
     def _extend(self, needed: int) -> None:
         """Zero-fill at least ``needed`` more bytes past the records, then fsync the size.
@@ -226,6 +241,7 @@ class IntentLog:
     async def append(self, intent: LoggedIntent) -> None:
         """Durable on return.  If cancelled, the intent may or may not be in the log (it was
         not sent: sending waits for this), and the log stays consistent."""
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancel point even if nothing waits
         async with slot(self._lock):  # free: taken without a scheduling pass
             if self._fd is None:
                 await trio.to_thread.run_sync(self._open, limiter=self._limiter)
@@ -239,18 +255,23 @@ class IntentLog:
     async def _append_aio(self, aio: AioFile, record: bytes) -> None:
         """Write the block(s) the record lands in from the tail copy; durable on return."""
         end = self._offset + len(record)
-        if end + -end % BLOCK > self._allocated:
+        reach = max(end, self._tail_base + self._scrap_end)
+        if reach + -reach % BLOCK > self._allocated:
             async with self._extension_lock:  # a background extension may be under way
-                if end + -end % BLOCK > self._allocated:
-                    await trio.to_thread.run_sync(self._extend, len(record) + BLOCK,
+                if reach + -reach % BLOCK > self._allocated:
+                    await trio.to_thread.run_sync(self._extend, reach - self._offset + BLOCK,
                                                   limiter=self._limiter)
         buffer = aio.buffer
         if aio.in_flight:
             await aio.settle()  # an earlier write whose waiter was cancelled
         pos = self._offset - self._tail_base
-        if self._scrap_end > pos:  # what that cancelled or failed write left behind
-            buffer[pos: self._scrap_end] = bytes(self._scrap_end - pos)
-            self._scrap_end = 0
+        # What a cancelled or failed write left behind, here and maybe on disk: zeroed in the
+        # copy now, and on disk by this write, which covers it (a fragment past a zero-free
+        # block boundary would otherwise read back as a record).
+        scrap_end = self._scrap_end
+        if scrap_end > pos:
+            buffer[pos:scrap_end] = bytes(scrap_end - pos)
+        self._scrap_end = 0
         if pos + len(record) > len(buffer):
             if len(record) > len(buffer) - BLOCK:
                 raise ValueError(f"intent record too large ({len(record)} bytes)")
@@ -260,13 +281,15 @@ class IntentLog:
             buffer[: len(partial)] = partial
             self._tail_base += keep_from
             pos -= keep_from
+            scrap_end -= keep_from
         stop = pos + len(record)
         buffer[pos:stop] = record
         first = pos - pos % BLOCK
+        dirty = max(stop, scrap_end)
         try:
-            await aio.write(first, stop + -stop % BLOCK - first, self._tail_base + first)
+            await aio.write(first, dirty + -dirty % BLOCK - first, self._tail_base + first)
         except BaseException:
-            self._scrap_end = max(self._scrap_end, stop)  # cleared before the next write
+            self._scrap_end = dirty  # zeroed, and written over, before the next record
             raise
         self._offset = end
 
@@ -296,6 +319,9 @@ class IntentLog:
             await trio.to_thread.run_sync(rewrite_and_prepare, limiter=self._limiter)
 
     def close(self) -> None:
+        """Release the files.  Not while an append is waiting (compaction holds the appends'
+        lock when it closes); a kernel write still in flight is waited for (in a worker
+        thread when called by compaction)."""
         if self._aio is not None:
             self._aio.close()
             self._aio = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
 import signal
 import subprocess
@@ -16,7 +18,7 @@ import pytest
 import trio
 
 from spark.actors.intent_log import Backend, IntentLog, LoggedIntent
-from spark.storage.linux_aio import open_aio
+from spark.storage.linux_aio import AioFile, open_aio
 
 
 @pytest.fixture(params=["auto", "thread"])
@@ -236,7 +238,7 @@ async def test_aio_cancelled_append_leaves_a_consistent_log(aio_folder: Path) ->
         await log.append(intent(i))
     aio = log._aio
     assert aio is not None
-    long_one = attrs.evolve(intent(50), source="x" * 3000)  # crosses into the next block
+    long_one = attrs.evolve(intent(50), source="x" * 6000)  # reaches into blocks 1 and 2
     cancelled = False
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
@@ -249,10 +251,36 @@ async def test_aio_cancelled_append_leaves_a_consistent_log(aio_folder: Path) ->
             await log.append(long_one)
     cancelled = scope.cancelled_caught
     assert cancelled
-    await log.append(intent(3))
+    await log.append(intent(3))  # ends inside block 0: the scrap beyond must be zeroed too
     assert log.read() == [intent(0), intent(1), intent(2), intent(3)]
+    log.close()
     data = log.path.read_bytes()
     assert b"xxxx" not in data
+    reopened = IntentLog(aio_folder, backend="auto", extend_bytes=4096)
+    await reopened.append(intent(4))  # continues right after intent(3), not after a fragment
+    records = reopened.path.read_bytes().rstrip(b"\x00")
+    assert records == b"".join(intent(i).to_json() + b"\n" for i in range(5))
+    reopened.close()
+
+
+async def test_aio_refused_test_write_falls_back_to_the_thread(
+        aio_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A filesystem that takes O_DIRECT at open but refuses the write itself: the log notices
+    at open (one real write) and appends through the worker thread instead."""
+    def refuse(self: AioFile, start: int, length: int, offset: int,
+               timeout_s: float = 10.0) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(AioFile, "write_blocking", refuse)
+    caplog.set_level(logging.INFO, logger="spark.actors.intent_log")
+    log = IntentLog(aio_folder, backend="auto", extend_bytes=4096)
+    await log.append(intent(1))
+    await log.append(intent(2))
+    assert not log.uses_aio
+    assert log.read() == [intent(1), intent(2)]
+    assert any("worker thread" in r.getMessage() and "test write was refused" in r.getMessage()
+               for r in caplog.records)
     log.close()
 
 
