@@ -100,6 +100,9 @@ class DriftGateActor:
         self._heartbeat_s = heartbeat_s
         self.gate = DriftGate(config)
         self.view: Published[GateView] = view if view is not None else Published(GateView())
+        #: Only whether the gate is open (what the trading state derives from): the view
+        #: changes with every fill's drift, this only on a transition.
+        self.is_open: Published[bool] = Published(self.view.value.is_open)
         # Bounded on purpose: the router blocks (backpressure) rather than lose a fill; the
         # gate's work per message is microseconds, so it only fills if the actor is down.
         self.inbox, self._receive = trio.open_memory_channel[DriftInput](inbox_size)
@@ -301,3 +304,4 @@ class DriftGateActor:
             changed_at_ms=self._changed_at_ms,
             enabled=self._config.enabled,
         ))
+        self.is_open.set(self.view.value.is_open)

@@ -68,6 +68,8 @@ class RiskGuard:
         audit: AuditTrail,
         clock: WallClock,
         reconciliation_mode: str = "halted",
+        router_reconciliation: Published[Any] | None = None,
+        gate_open: Published[Any] | None = None,
     ) -> None:
         self._config = config
         self._kill_switch = kill_switch
@@ -75,6 +77,10 @@ class RiskGuard:
         self._gate = gate
         self._prices = prices
         self._router_view = router_view
+        # What to watch of the router: its reconciliation entries alone when it publishes
+        # them apart (every order changes the rest of its view, not the trading state).
+        self._router_watch: Published[Any] = router_reconciliation or router_view
+        self._gate_watch: Published[Any] | None = gate_open or gate  # likewise the gate
         self._router = router_inbox
         self._outlet = outlet
         self._metrics = metrics
@@ -121,9 +127,9 @@ class RiskGuard:
     async def _watch_inputs(self) -> None:
         """Re-derive the trading state whenever one of its inputs publishes a change."""
         sources: list[Published[Any]] = [self._kill_switch, self._breaker.view,
-                                         self._router_view]
-        if self._gate is not None:
-            sources.append(self._gate)
+                                         self._router_watch]
+        if self._gate_watch is not None:
+            sources.append(self._gate_watch)
         for source in sources:
             source.add_listener(self._note_input_changed)
         try:

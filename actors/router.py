@@ -198,6 +198,9 @@ class OrderRouter:
         self._prefix = cfg.live.client_id_prefix
         self.table = om.OrderTable()
         self.view: Published[RouterView] = Published(RouterView())
+        # The part of the view the trading state derives from, published on its own so the
+        # risk guard's watcher wakes when reconciliation entries change, not on every order.
+        self.reconciliation: Published[tuple[rc.ReconciliationEntry, ...]] = Published(())
         self._send_tx, self.inbox = trio.open_memory_channel[Any](INBOX_SIZE)
         self._limiter = trio.CapacityLimiter(cfg.exchange.max_in_flight)
         self._nursery: trio.Nursery | None = None
@@ -939,14 +942,16 @@ class OrderRouter:
             await self._flush_deferred(next(iter(self._deferred)))
 
     def _publish(self) -> None:
+        pending = tuple(self._pending_entries.values())
         self.view.set(RouterView(
             open_orders=self.table.open_count(),
             positions=self.table.positions,
             accepted_seq=self._accepted_seq,
             reconciling=self._reconciling,
             rules=self._rules_snapshot,
-            reconciliation_pending=tuple(self._pending_entries.values()),
+            reconciliation_pending=pending,
         ))
+        self.reconciliation.set(pending)
 
     async def _shutdown(self) -> None:
         cfg = self._config.value

@@ -139,6 +139,8 @@ class Trading:
             metrics=metrics,
             audit=audit,
             clock=clock,
+            router_reconciliation=self.router.reconciliation,
+            gate_open=self.drift.is_open,
         )
         self.orders_api = OrdersApi(
             guard=self.guard.sender(), router=self.router, router_inbox=self.router.inbox_sender(),

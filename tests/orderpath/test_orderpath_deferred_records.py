@@ -1,6 +1,7 @@
-"""Approval-time records (the guard's RiskDecision, the router's PENDING order row) reach the
-writer only once the order's bytes have left the process, in order, and all of them land in
-the database.  The real runtime in this process, the embedded simulated venue, SQLite."""
+"""The order path inside the real runtime (in this process, the embedded simulated venue,
+SQLite): approval-time records (the guard's RiskDecision, the router's PENDING order row) reach
+the writer only once the order's bytes have left the process, in order, and all land in the
+database; order traffic does not wake the guard's trading-state watcher."""
 
 from __future__ import annotations
 
@@ -58,14 +59,19 @@ async def ready(runtime: Runtime) -> None:
             await trio.sleep(0.02)
 
 
-async def test_approval_records_follow_the_bytes_and_all_land(tmp_path: Path) -> None:
+async def new_runtime(tmp_path: Path) -> Runtime:
+    """A runtime on the embedded venue and a fresh SQLite database, not started yet."""
     state = tmp_path / "state"
     state.mkdir()
     config = tmp_path / "spark.toml"
     config.write_text(CONFIG.format(state=state, symbol=SYMBOL))
     settings = load(config, {})
     assert await trio.to_thread.run_sync(prepare_database, settings.config.database.url) is None
-    runtime = Runtime(settings, env={})
+    return Runtime(settings, env={})
+
+
+async def test_approval_records_follow_the_bytes_and_all_land(tmp_path: Path) -> None:
+    runtime = await new_runtime(tmp_path)
     timeline: list[tuple[str, str]] = []  # (what, client order id)
     sending: list[str] = []  # the order whose request is being sent
 
@@ -114,7 +120,7 @@ async def test_approval_records_follow_the_bytes_and_all_land(tmp_path: Path) ->
     for cid in placed:
         mine = [what for what, c in timeline if c == cid]
         assert mine[:3] == ["bytes", "decision", "order:PENDING"], (cid, mine)
-    engine = sa.create_engine(settings.config.database.url)
+    engine = sa.create_engine(runtime.settings.config.database.url)
     with engine.connect() as conn:
         decisions = conn.execute(sa.select(schema.risk_decisions.c.client_order_id)
                                  .where(schema.risk_decisions.c.approved)).scalars().all()
@@ -122,3 +128,30 @@ async def test_approval_records_follow_the_bytes_and_all_land(tmp_path: Path) ->
     engine.dispose()
     assert sorted(decisions) == sorted(placed)
     assert sorted(orders) == sorted(placed)
+
+
+async def test_order_traffic_does_not_wake_the_trading_state_watcher(tmp_path: Path) -> None:
+    """The guard re-derives the trading state when an input changes; the router's view changes
+    with every order (open orders, positions), its reconciliation entries do not.  Only the
+    guard's own decision derives it per order."""
+    runtime = await new_runtime(tmp_path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runtime.main)
+        await ready(runtime)
+        guard: Any = runtime.trade.guard
+        original = guard.refresh_trading_state
+        derived = 0
+
+        def counting() -> Any:
+            nonlocal derived
+            derived += 1
+            return original()
+
+        guard.refresh_trading_state = counting
+        for i in range(6):
+            await runtime.orders_api.place(OrderRequest(
+                symbol=SYMBOL, side="BUY" if i % 2 == 0 else "SELL", type="MARKET",
+                quantity=Decimal("0.001")), "test")
+        await trio.sleep(0.2)  # the orders' fills and records have been handled
+        runtime.request_stop("test done")
+    assert derived == 6  # one per decision, none from the router's per-order view changes
