@@ -239,18 +239,32 @@ async def test_aio_cancelled_append_leaves_a_consistent_log(aio_folder: Path) ->
     aio = log._aio
     assert aio is not None
     long_one = attrs.evolve(intent(50), source="x" * 6000)  # reaches into blocks 1 and 2
-    cancelled = False
-    with trio.CancelScope() as scope:
-        async with trio.open_nursery() as nursery:
-            async def cancel_when_in_flight() -> None:
-                while not aio.in_flight:
-                    await trio.sleep(0)
-                scope.cancel()
+    original_submit, original_collect = aio._submit, aio._collect
+    hide_completion = False
 
-            nursery.start_soon(cancel_when_in_flight)
-            await log.append(long_one)
-    cancelled = scope.cancelled_caught
-    assert cancelled
+    with trio.CancelScope() as scope:
+        # Deterministically "cancelled while the kernel writes": the cancel lands right after
+        # io_submit, and the first look at the completion ring finds nothing (a fast disk may
+        # already have finished; the real completion is then reaped by the next append).
+        def submit(start: int, length: int, offset: int) -> None:
+            nonlocal hide_completion
+            original_submit(start, length, offset)
+            hide_completion = True
+            scope.cancel()
+
+        def collect(*, block: bool, timeout_s: float = 0.0) -> bool:
+            nonlocal hide_completion
+            if hide_completion and not block:
+                hide_completion = False
+                return False
+            return original_collect(block=block, timeout_s=timeout_s)
+
+        aio._submit = submit  # type: ignore[method-assign]
+        aio._collect = collect  # type: ignore[method-assign]
+        await log.append(long_one)
+    aio._submit, aio._collect = original_submit, original_collect  # type: ignore[method-assign]
+    assert scope.cancelled_caught
+    assert aio.in_flight  # the kernel's write is still unaccounted for
     await log.append(intent(3))  # ends inside block 0: the scrap beyond must be zeroed too
     assert log.read() == [intent(0), intent(1), intent(2), intent(3)]
     log.close()
