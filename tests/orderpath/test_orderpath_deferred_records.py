@@ -148,10 +148,17 @@ async def test_order_traffic_does_not_wake_the_trading_state_watcher(tmp_path: P
             return original()
 
         guard.refresh_trading_state = counting
+        trade: Any = runtime.trade
+        inputs = [runtime.kill_switch.state, trade.breaker.view, trade.router.reconciliation,
+                  trade.drift.is_open]
+        before = sum(p.version for p in inputs)
         for i in range(6):
             await runtime.orders_api.place(OrderRequest(
                 symbol=SYMBOL, side="BUY" if i % 2 == 0 else "SELL", type="MARKET",
                 quantity=Decimal("0.001")), "test")
         await trio.sleep(0.2)  # the orders' fills and records have been handled
-        runtime.request_stop("test done")
-    assert derived == 6  # one per decision, none from the router's per-order view changes
+        changes = sum(p.version for p in inputs) - before  # a real input change (the gate
+        runtime.request_stop("test done")                    # closing on drift, say) may wake it
+    # One per decision, none from the router's or the gate's per-order view changes (was 18).
+    assert 6 <= derived <= 6 + changes, (derived, changes)
+    assert changes <= 2, changes  # otherwise this run says little
