@@ -24,7 +24,7 @@ import attrs
 import trio
 
 from spark.actors.breaker import BreakerActor
-from spark.actors.messages import GateView, PriceBoard
+from spark.actors.messages import PriceBoard
 from spark.actors.outlet import RecordOutlet
 from spark.actors.reply import Reply
 from spark.actors.router import RouterView, Submit
@@ -33,6 +33,7 @@ from spark.core import risk
 from spark.core.clock import WallClock
 from spark.core.intents import OrderIntent
 from spark.core.published import Published
+from spark.core.reconcile import ReconciliationEntry
 from spark.core.trading_state import TradingState, TradingStatus, derive
 from spark.runtime.audit import AuditTrail
 from spark.runtime.metrics import Metrics
@@ -59,28 +60,27 @@ class RiskGuard:
         config: Published[SparkConfig],
         kill_switch: Published[bool],
         breaker: BreakerActor,
-        gate: Published[GateView] | None,
+        gate_open: Published[bool] | None,
         prices: Published[PriceBoard] | None,
         router_view: Published[RouterView],
+        router_reconciliation: Published[tuple[ReconciliationEntry, ...]],
         router_inbox: trio.MemorySendChannel[Any],
         outlet: RecordOutlet,
         metrics: Metrics,
         audit: AuditTrail,
         clock: WallClock,
         reconciliation_mode: str = "halted",
-        router_reconciliation: Published[Any] | None = None,
-        gate_open: Published[Any] | None = None,
     ) -> None:
         self._config = config
         self._kill_switch = kill_switch
         self._breaker = breaker
-        self._gate = gate
+        # Narrow inputs, published apart from the full views: the drift gate's open/closed and
+        # the router's reconciliation entries change rarely; the views change with every order
+        # and fill, and the trading state derives from none of that.
+        self._gate_open = gate_open
+        self._router_reconciliation = router_reconciliation
         self._prices = prices
         self._router_view = router_view
-        # What to watch of the router: its reconciliation entries alone when it publishes
-        # them apart (every order changes the rest of its view, not the trading state).
-        self._router_watch: Published[Any] = router_reconciliation or router_view
-        self._gate_watch: Published[Any] | None = gate_open or gate  # likewise the gate
         self._router = router_inbox
         self._outlet = outlet
         self._metrics = metrics
@@ -102,11 +102,11 @@ class RiskGuard:
 
     def _derive(self) -> TradingStatus:
         snap = self._breaker.view.value
-        pending = bool(self._router_view.value.reconciliation_pending)
+        pending = bool(self._router_reconciliation.value)
         return derive(
             self._kill_switch.value,
             snap.state,
-            self._gate.value.is_open if self._gate is not None else True,
+            self._gate_open.value if self._gate_open is not None else True,
             pending,
             self._reconciliation_mode,
             breaker_dry_run=snap.dry_run,
@@ -127,9 +127,9 @@ class RiskGuard:
     async def _watch_inputs(self) -> None:
         """Re-derive the trading state whenever one of its inputs publishes a change."""
         sources: list[Published[Any]] = [self._kill_switch, self._breaker.view,
-                                         self._router_watch]
-        if self._gate_watch is not None:
-            sources.append(self._gate_watch)
+                                         self._router_reconciliation]
+        if self._gate_open is not None:
+            sources.append(self._gate_open)
         for source in sources:
             source.add_listener(self._note_input_changed)
         try:
@@ -179,7 +179,7 @@ class RiskGuard:
             trading_state=status.state,
             kill_switch=self._kill_switch.value,
             breaker_state=self._breaker.view.value.state,
-            gate_open=self._gate.value.is_open if self._gate is not None else True,
+            gate_open=self._gate_open.value if self._gate_open is not None else True,
             reference_prices=self._reference_prices(cfg, now_s),
             rules=dict(view.rules),
             positions=positions,

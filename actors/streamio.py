@@ -55,7 +55,7 @@ from spark.exchange.events import (
     ExecutionEvent,
     FuturesAccountUpdate,
 )
-from spark.runtime.metrics import Metrics
+from spark.runtime.metrics import Metrics, histogram_parts
 
 __all__ = [
     "ROUTER_EVENT_TYPES",
@@ -296,17 +296,11 @@ class LagHistogram:
 
     def __init__(self, histogram: Histogram) -> None:
         self._histogram = histogram
-        bounds = getattr(histogram, "_upper_bounds", None)
-        buckets = getattr(histogram, "_buckets", None)
-        total = getattr(histogram, "_sum", None)
-        self._bulk = (
-            isinstance(bounds, list) and isinstance(buckets, list)
-            and len(bounds) == len(buckets) and bool(bounds) and bounds[-1] == math.inf
-            and all(hasattr(b, "inc") for b in buckets) and hasattr(total, "inc")
-        )
-        self._bounds: list[float] = list(bounds) if self._bulk else []  # type: ignore[arg-type]
-        self._buckets: list[Any] = list(buckets) if self._bulk else []  # type: ignore[arg-type]
-        self._total: Any = total
+        parts = histogram_parts(histogram)
+        self._bulk = parts is not None
+        self._bounds: list[float] = parts.bounds if parts is not None else []
+        self._buckets: list[Any] = parts.buckets if parts is not None else []
+        self._total: Any = parts.total if parts is not None else None
         # For lags in whole ms: the largest lag that falls in each bucket (``le`` is inclusive,
         # and lag_ms / 1000.0 is compared exactly as observe() would compare it).
         self._limits_ms: list[float] = [_max_ms_within(b) for b in self._bounds]
@@ -326,9 +320,6 @@ class LagHistogram:
             self._pending += 1
         else:
             self._histogram.observe(seconds)
-
-    def observe_ms(self, lag_ms: int) -> None:
-        self.pending_ms.append(lag_ms)
 
     def _bin_pending(self) -> None:
         pending = self.pending_ms

@@ -59,10 +59,9 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import sqlalchemy as sa
 import trio
-from prometheus_client import Histogram
 from sqlalchemy.engine import Engine
 
-from spark.runtime.metrics import Metrics
+from spark.runtime.metrics import Metrics, histogram_parts
 from spark.storage.batching import Batcher, Destination, WriterCore
 from spark.storage.engine import make_engine
 from spark.storage.errors import SpoolError
@@ -87,20 +86,11 @@ def observe_many(histogram: Any, values: Sequence[float]) -> None:
 
     Thousands of records per second each taking a lock per bucket counter is measurable on the
     event loop; this counts per bucket (``bisect`` in C) and adds once per bucket and once to
-    the sum.  Anything else (a labelled parent, a stand-in with only ``observe``) is observed
-    value by value.
+    the sum (:func:`~spark.runtime.metrics.histogram_parts`).  Anything else (a labelled
+    parent, a stand-in with only ``observe``) is observed value by value.
     """
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if (
-        not isinstance(histogram, Histogram)
-        or getattr(histogram, "_labelnames", True)
-        or not bounds
-        or not isinstance(buckets, list)
-        or len(buckets) != len(bounds)
-        or total is None
-    ):
+    parts = histogram_parts(histogram)
+    if parts is None:
         for value in values:
             histogram.observe(value)
         return
@@ -108,10 +98,11 @@ def observe_many(histogram: Any, values: Sequence[float]) -> None:
         return
     # observe() counts a value in the first bucket whose upper bound is >= it (the last bound
     # is +Inf): bisect_left finds exactly that index.
-    for index, count in collections.Counter(map(bisect.bisect_left, itertools.repeat(bounds),
+    for index, count in collections.Counter(map(bisect.bisect_left,
+                                                itertools.repeat(parts.bounds),
                                                 values)).items():
-        buckets[index].inc(count)
-    total.inc(math.fsum(values))
+        parts.buckets[index].inc(count)
+    parts.total.inc(math.fsum(values))
 
 
 class WriterContext(Protocol):

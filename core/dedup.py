@@ -49,7 +49,6 @@ import enum
 import heapq
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Final
 
 from spark.core.userdata_errors import DedupSeedError
 from spark.exchange.events import ExecutionEvent
@@ -63,11 +62,6 @@ class Verdict(enum.Enum):
     NEW = "new"  # first sighting: apply and count it
     DUPLICATE = "duplicate"  # seen before: drop it
     STALE = "stale"  # older than the exact window: consult the store
-
-
-_NEW: Final = Verdict.NEW
-_DUPLICATE: Final = Verdict.DUPLICATE
-_STALE: Final = Verdict.STALE
 
 
 class _TradeWindow:
@@ -121,30 +115,9 @@ class Deduplicator:
 
         Fills go by trade id, everything else by execution id (see module docstring).
         """
-        # admit_trade / admit_execution_id inlined: this runs for every execution report.
-        trade_id = event.trade_id
-        if trade_id is not None:
-            window = self._trades.get((event.product, event.symbol))
-            if window is None:
-                window = self._window_for(event.product, event.symbol)
-            if trade_id in window.seen:
-                self.duplicates += 1
-                return _DUPLICATE
-            if trade_id <= window.floor:
-                self.stale += 1
-                return _STALE
-            window.add(trade_id)
-            return _NEW
-        key = (event.product, event.symbol, event.execution_id)
-        recent = self._recent
-        if key in recent:
-            recent.move_to_end(key)
-            self.duplicates += 1
-            return _DUPLICATE
-        recent[key] = None  # _remember: a new key goes to the end
-        if len(recent) > self._recent_cap:
-            recent.popitem(last=False)
-        return _NEW
+        if event.trade_id is not None:
+            return self.admit_trade(event.product, event.symbol, event.trade_id)
+        return self.admit_execution_id(event.product, event.symbol, event.execution_id)
 
     def admit_trade(self, product: str, symbol: str, trade_id: int) -> Verdict:
         """Classify a fill by trade id (also for ``myTrades`` rows) and remember it if NEW."""

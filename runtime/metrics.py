@@ -8,6 +8,10 @@ tests that build several runtimes in one process independent.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+import attrs
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -203,3 +207,35 @@ class Metrics:
     def exposition(self) -> bytes:
         """The Prometheus text exposition of this registry."""
         return generate_latest(self.registry)
+
+
+@attrs.frozen
+class HistogramParts:
+    """The counters inside an unlabelled ``prometheus_client`` histogram: its upper bounds
+    (the last is +Inf), one counter per bucket, and the sum."""
+
+    bounds: list[float]
+    buckets: list[Any]
+    total: Any
+
+
+def histogram_parts(histogram: Any) -> HistogramParts | None:
+    """What a bulk update adds to, or None when ``histogram`` is not what this expects.
+
+    prometheus_client has no bulk observe and ``Histogram.observe`` takes a lock per counter;
+    the hot paths (ingest lag per event, event→DB per record) count per bucket themselves and
+    add the counts here.  These are the client library's private attributes, so anything else
+    — a labelled parent, another version's layout, a stand-in — gets None and is observed
+    value by value by the caller."""
+    if not isinstance(histogram, Histogram) or getattr(histogram, "_labelnames", True):
+        return None
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if not (
+        isinstance(bounds, list) and isinstance(buckets, list) and bounds
+        and len(bounds) == len(buckets) and bounds[-1] == math.inf
+        and all(hasattr(b, "inc") for b in buckets) and hasattr(total, "inc")
+    ):
+        return None
+    return HistogramParts(list(bounds), list(buckets), total)

@@ -131,16 +131,15 @@ class Trading:
             config=runtime.config,
             kill_switch=runtime.kill_switch.state,
             breaker=self.breaker,
-            gate=self.gate,
+            gate_open=self.drift.is_open,
             prices=self.prices,
             router_view=self.router.view,
+            router_reconciliation=self.router.reconciliation,
             router_inbox=self.router.inbox_sender(),
             outlet=self.outlet,
             metrics=metrics,
             audit=audit,
             clock=clock,
-            router_reconciliation=self.router.reconciliation,
-            gate_open=self.drift.is_open,
         )
         self.orders_api = OrdersApi(
             guard=self.guard.sender(), router=self.router, router_inbox=self.router.inbox_sender(),

@@ -236,9 +236,11 @@ class AioFile:
         """Release everything; a write still in flight is waited for first (its buffer must
         outlive it)."""
         if self._in_flight:
-            # The caller learns nothing new from a failure here: that write's waiter is gone.
-            with contextlib.suppress(OSError):
+            # That write's waiter is gone: a failure is logged, as in settle(), not raised.
+            try:
                 self._collect(block=True, timeout_s=reap_timeout_s)
+            except OSError as exc:
+                log.warning("an abandoned AIO write failed at close: %s", exc)
         if self._ctx.value:
             self._libc.syscall(self._destroy_nr, self._ctx)  # also waits for anything left
             self._ctx = ctypes.c_ulong(0)
