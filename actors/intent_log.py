@@ -24,6 +24,17 @@ order.  The next zero-filled step is written in the background (:meth:`IntentLog
 when half of the current one is used; its size change is metadata, so an append that lands
 while it commits may wait for it (once per step: ~22,000 orders at 4 MiB).
 
+Why the write starts at intake (:meth:`IntentLog.begin`): on the AIO path submitting the write
+is a system call that returns at once, so the disk works while the risk guard and the router do
+theirs, and the send worker (:meth:`IntentWrite.wait`) usually finds the record already
+durable.  The price is that intents the order path then drops (a guard rejection, a duplicate
+id, a parked order) are in the log too.  Each such record gets a *void* line (``{"v": offset}``,
+the offset of the record it cancels; by offset, not by id, because a duplicate shares its id with
+a live order), written with the next record, and :meth:`IntentLog.read` leaves voided records
+out.  A void lost in a crash only costs a query at restart: the router never sends an order a
+previous process logged (it asks the venue about it, and ends it as not sent if the venue does
+not have it), so a stray record can never become an order.
+
 Reading stops at the first line that is not complete: zeros (the preallocated tail) or a torn
 record (crash mid-write).  Either way that intent was never sent, because sending waits for the
 append to return.  The log is compacted after startup reconciliation (only orders that were not
@@ -43,6 +54,7 @@ import attrs
 import orjson
 import trio
 
+from spark.core.intents import OrderIntent
 from spark.exchange.inflight import slot
 from spark.storage.linux_aio import BLOCK, AioFile, open_aio
 
@@ -51,6 +63,7 @@ log = logging.getLogger("spark.actors.intent_log")
 EXTEND_BYTES = 4 << 20  # zero-filled ahead of need: ~22,000 intents per step
 _ZEROS = bytes(64 * 1024)
 TAIL_BYTES = 64 * 1024  # the aligned copy of the log's tail the AIO path writes from
+MAX_VOIDS_PER_WRITE = 64  # void lines carried by one record (~20 bytes each)
 Backend = Literal["auto", "thread"]
 
 
@@ -65,6 +78,15 @@ class LoggedIntent:
     time_in_force: str | None
     created_ms: int
     source: str = ""
+
+    @classmethod
+    def of(cls, intent: OrderIntent) -> LoggedIntent:
+        return cls(
+            client_order_id=intent.client_order_id, symbol=intent.symbol, side=intent.side,
+            type=intent.type, quantity=intent.quantity, price=intent.price,
+            time_in_force=intent.time_in_force, created_ms=intent.created_ms,
+            source=intent.source,
+        )
 
     def to_json(self) -> bytes:
         return orjson.dumps({
@@ -82,6 +104,60 @@ class LoggedIntent:
         )
 
 
+@attrs.define(eq=False)
+class _Flight:
+    """A record whose write :meth:`IntentLog.begin` submitted; settled by the next user of the
+    log (or by its own :meth:`IntentWrite.wait`)."""
+
+    generation: int  # the log's file generation at submit: offsets name records only in it
+    start: int  # offset of the record's line (after any void lines written with it)
+    end: int  # offset past it: where the next record goes once this one is on disk
+    dirty: int  # tail-copy position past the bytes written (scrap if the write failed)
+    done: bool = False
+    error: OSError | None = None
+    voids: list[_Flight] = attrs.Factory(list)  # carried by this write: queued again on failure
+
+
+class IntentWrite:
+    """One intent's record on its way to disk, begun at intake by :meth:`IntentLog.begin`.
+
+    Exactly one of :meth:`wait` (before the order's first send) or :meth:`discard` (the order
+    will not be sent now) is called by whoever ends up holding it; a handle simply dropped
+    leaves a record that restart reconciliation asks the venue about, nothing worse."""
+
+    __slots__ = ("_flight", "_log", "intent")
+
+    def __init__(self, log: IntentLog, intent: LoggedIntent, flight: _Flight | None) -> None:
+        self._log = log
+        self.intent = intent
+        self._flight = flight
+
+    @property
+    def begun(self) -> bool:
+        """Whether the write was started at intake (else :meth:`wait` appends)."""
+        return self._flight is not None
+
+    async def wait(self) -> None:
+        """Durable on return, as :meth:`IntentLog.append`; usually no wait at all."""
+        log, flight = self._log, self._flight
+        if flight is not None and flight.generation == log._generation:
+            if not flight.done and flight.error is None:
+                async with slot(log._lock):
+                    await log._settle()
+            if flight.done and flight.generation == log._generation:
+                return
+        # Not begun, failed, or the log was rewritten since: append it now.
+        await log.append(self.intent)
+
+    def discard(self) -> None:
+        """The order will not be sent (now): void the record, with the next write."""
+        flight, self._flight = self._flight, None
+        if (flight is not None and flight.error is None
+                and flight.generation == self._log._generation):
+            self._log._voids.append(flight)
+            self._log._voids_waiting.set()
+
+
 class IntentLog:
     """Preallocated, ``O_DSYNC``, append-only; reads survive a torn or zero-filled tail."""
 
@@ -97,8 +173,9 @@ class IntentLog:
         self._fd: int | None = None
         self._offset = 0  # where the next record goes
         self._allocated = 0  # bytes of the file that exist (records + zeros)
-        # Appends and compaction, one at a time, in arrival order (trio.Lock is fair).
-        self._lock = trio.Lock()
+        # Appends and compaction, one at a time, in arrival order (fair).  A semaphore, not a
+        # lock: begin() takes it for a moment from the caller's task, without owning it.
+        self._lock = trio.Semaphore(1)
         self._limiter = trio.CapacityLimiter(1)  # one thread at a time touches the file
         # Zero-filling ahead of need runs in the background (keep_ahead), off the order path.
         self._extension_lock = trio.Lock()
@@ -109,6 +186,13 @@ class IntentLog:
         self._path_said = ""  # the append path last logged
         self._tail_base = 0
         self._scrap_end = 0
+        # begin(): the write submitted and not yet settled (at most one), the records to void
+        # with the next write, and the file generation (bumped at every close: offsets of
+        # earlier records no longer name anything).
+        self._in_flight: _Flight | None = None
+        self._voids: list[_Flight] = []
+        self._voids_waiting = trio.Event()
+        self._generation = 0
 
     @property
     def uses_aio(self) -> bool:
@@ -118,16 +202,27 @@ class IntentLog:
     # -- reading -------------------------------------------------------------------------------
 
     def read(self) -> list[LoggedIntent]:
-        """Every intent in the log, oldest first (duplicates by id collapsed to the first)."""
+        """Every intent in the log not voided, oldest first (duplicates by id collapsed to the
+        first)."""
         if not self.path.exists():
             return []
-        seen: dict[str, LoggedIntent] = {}
+        records: list[tuple[int, LoggedIntent]] = []
+        voided: set[int] = set()
+        offset = 0
         for line in _complete_lines(self.path.read_bytes()):
+            at, offset = offset, offset + len(line) + 1
             try:
-                intent = LoggedIntent.from_json(orjson.loads(line))
+                raw = orjson.loads(line)
+                if "v" in raw:
+                    voided.add(int(raw["v"]))
+                    continue
+                records.append((at, LoggedIntent.from_json(raw)))
             except (ValueError, KeyError, TypeError, ArithmeticError):
                 continue
-            seen.setdefault(intent.client_order_id, intent)
+        seen: dict[str, LoggedIntent] = {}
+        for at, intent in records:
+            if at not in voided:
+                seen.setdefault(intent.client_order_id, intent)
         return list(seen.values())
 
     # -- writing -------------------------------------------------------------------------------
@@ -252,8 +347,130 @@ class IntentLog:
             if self._allocated - self._offset < self._extend_bytes // 2:
                 self._low_space.set()
 
+    def begin(self, intent: LoggedIntent) -> IntentWrite:
+        """Start making ``intent`` durable now and return without waiting: the disk works while
+        the order is checked and routed, and :meth:`IntentWrite.wait` usually finds it done.
+
+        Only on the AIO path, with the log open, idle (no append or compaction under way, the
+        previous write completed) and room preallocated; otherwise the handle appends when
+        waited for, exactly as :meth:`append`."""
+        aio = self._aio
+        if aio is None or self._fd is None:
+            return IntentWrite(self, intent, None)
+        try:
+            self._lock.acquire_nowait()  # held only for this synchronous stretch
+        except trio.WouldBlock:
+            return IntentWrite(self, intent, None)
+        try:
+            if not self._settle_now(aio):
+                return IntentWrite(self, intent, None)
+            voids, count = self._void_lines()
+            record = intent.to_json() + b"\n"
+            size = len(voids) + len(record)
+            reach = max(self._offset + size, self._tail_base + self._scrap_end)
+            if reach + -reach % BLOCK > self._allocated or size > len(aio.buffer) - BLOCK:
+                return IntentWrite(self, intent, None)
+            start = self._offset + len(voids)
+            first, length, at, end, dirty = self._stage(aio, voids + record)
+            try:
+                aio.submit(first, length, at)
+            except OSError as exc:
+                self._scrap_end = dirty
+                log.warning("intent log: write refused at intake (%s); appending later", exc)
+                return IntentWrite(self, intent, None)
+            flight = _Flight(self._generation, start, end, dirty, voids=self._voids[:count])
+            del self._voids[:count]
+            self._in_flight = flight
+            if self._allocated - end < self._extend_bytes // 2:
+                self._low_space.set()
+            return IntentWrite(self, intent, flight)
+        finally:
+            self._lock.release()
+
+    def _void_lines(self) -> tuple[bytes, int]:
+        """Void lines for records dropped since the last write (settled ones only), and how
+        many entries of ``_voids`` they account for."""
+        batch = self._voids[:MAX_VOIDS_PER_WRITE]
+        lines = b"".join(b'{"v":%d}\n' % f.start for f in batch
+                         if f.done and f.generation == self._generation)
+        return lines, len(batch)
+
+    def _settle_now(self, aio: AioFile) -> bool:
+        """Account for a completed write without waiting; False if one is still in flight."""
+        if not aio.in_flight:
+            return True
+        flight = self._in_flight
+        try:
+            if not aio.poll():
+                return False
+        except OSError as exc:
+            if _still_writing(aio):  # io_getevents itself failed, not the write
+                log.warning("intent log: cannot reap a write (%s)", exc)
+                return False
+            self._write_failed(flight, exc)
+            return True
+        if flight is not None:
+            self._write_done(flight)
+        return True
+
+    async def _settle(self) -> None:
+        """Wait for the write in flight, if any, and account for it (lock held)."""
+        aio = self._aio
+        if aio is None or not aio.in_flight:
+            return
+        flight = self._in_flight
+        if flight is None:
+            await aio.settle()  # an append's write whose waiter was cancelled: scrap already
+            return
+        try:
+            await aio.finish()
+        except OSError as exc:
+            if _still_writing(aio):  # io_getevents itself failed, not the write
+                raise
+            self._write_failed(flight, exc)
+        else:
+            self._write_done(flight)
+
+    def _write_done(self, flight: _Flight) -> None:
+        flight.done = True
+        self._offset = flight.end
+        self._in_flight = None
+
+    def _write_failed(self, flight: _Flight | None, exc: OSError) -> None:
+        if flight is None:
+            log.warning("an abandoned intent-log write failed: %s", exc)
+            return
+        log.warning("intent log: a write begun at intake failed (%s); appending again", exc)
+        flight.error = exc
+        self._scrap_end = flight.dirty  # zeroed, and written over, before the next record
+        self._in_flight = None
+        self._voids[:0] = flight.voids  # they go out with the next write instead
+
+    async def flush_voids(self) -> None:
+        """Write the void lines still waiting for a next record (durable on return), so a
+        restart does not ask the venue about intents that were dropped."""
+        async with slot(self._lock):
+            while self._aio is not None and self._voids:  # MAX_VOIDS_PER_WRITE at a time
+                await self._append_aio(self._aio, b"")
+
+    async def keep_voids_written(self, delay_s: float = 0.01) -> None:
+        """Write void lines shortly after a drop when no record comes to carry them (a
+        rejection storm costs one write per ``delay_s``).  Runs for the log's life in its
+        owner's nursery, next to :meth:`keep_ahead`."""
+        while True:
+            await self._voids_waiting.wait()
+            self._voids_waiting = trio.Event()
+            await trio.sleep(delay_s)  # coalesce, and let the next order's record carry them
+            await self.flush_voids()
+
     async def _append_aio(self, aio: AioFile, record: bytes) -> None:
         """Write the block(s) the record lands in from the tail copy; durable on return."""
+        await self._settle()  # a write begun at intake, or one whose waiter was cancelled
+        voids, count = self._void_lines()
+        record = voids + record
+        if not record:  # only voids of records that never made it: nothing to write
+            del self._voids[:count]
+            return
         end = self._offset + len(record)
         reach = max(end, self._tail_base + self._scrap_end)
         if reach + -reach % BLOCK > self._allocated:
@@ -261,9 +478,19 @@ class IntentLog:
                 if reach + -reach % BLOCK > self._allocated:
                     await trio.to_thread.run_sync(self._extend, reach - self._offset + BLOCK,
                                                   limiter=self._limiter)
+        first, length, at, end, dirty = self._stage(aio, record)
+        try:
+            await aio.write(first, length, at)
+        except BaseException:
+            self._scrap_end = dirty  # zeroed, and written over, before the next record
+            raise
+        del self._voids[:count]
+        self._offset = end
+
+    def _stage(self, aio: AioFile, record: bytes) -> tuple[int, int, int, int, int]:
+        """Put ``record`` into the tail copy at the log's end; return what to write (buffer
+        start, length, file offset), the log's end after it and the copy's dirty end."""
         buffer = aio.buffer
-        if aio.in_flight:
-            await aio.settle()  # an earlier write whose waiter was cancelled
         pos = self._offset - self._tail_base
         # What a cancelled or failed write left behind, here and maybe on disk: zeroed in the
         # copy now, and on disk by this write, which covers it (a fragment past a zero-free
@@ -286,12 +513,8 @@ class IntentLog:
         buffer[pos:stop] = record
         first = pos - pos % BLOCK
         dirty = max(stop, scrap_end)
-        try:
-            await aio.write(first, dirty + -dirty % BLOCK - first, self._tail_base + first)
-        except BaseException:
-            self._scrap_end = dirty  # zeroed, and written over, before the next record
-            raise
-        self._offset = end
+        return (first, dirty + -dirty % BLOCK - first, self._tail_base + first,
+                self._offset + len(record), dirty)
 
     async def keep_ahead(self) -> None:
         """Zero-fill the next step in the background when half of the preallocated space is
@@ -310,6 +533,7 @@ class IntentLog:
         """Replace the log with ``keep()`` (taken once no append is in progress) and
         preallocate again; appends queued meanwhile go to the new log."""
         async with self._lock, self._extension_lock:
+            await self._settle()
             intents = list(keep())
 
             def rewrite_and_prepare() -> None:
@@ -321,13 +545,23 @@ class IntentLog:
     def close(self) -> None:
         """Release the files.  Not while an append is waiting (compaction holds the appends'
         lock when it closes); a kernel write still in flight is waited for (in a worker
-        thread when called by compaction)."""
+        thread when called by compaction).  Records' offsets end with the file: writes begun
+        before it are appended again by their :meth:`IntentWrite.wait`."""
+        self._generation += 1
+        self._in_flight = None
+        self._voids.clear()
         if self._aio is not None:
             self._aio.close()
             self._aio = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _still_writing(aio: AioFile) -> bool:
+    """After a failed reap: whether the kernel may still be writing from the buffer (the
+    completion was never collected), so nothing may touch it yet."""
+    return aio.in_flight
 
 
 def _complete_lines(data: bytes) -> Iterable[bytes]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import trio
 
+from spark.actors.intent_log import IntentLog, LoggedIntent
 from spark.actors.reply import Reply
 from spark.actors.risk_guard import PlaceRequest
 from spark.actors.router import CancelCmd, ConfirmCmd, OrderRouter
@@ -33,8 +34,10 @@ class OrdersApi:
         router_inbox: trio.MemorySendChannel[Any],
         prefix: str,
         clock: WallClock,
+        intent_log: IntentLog | None = None,
     ) -> None:
         self._guard = guard
+        self._intent_log = intent_log
         self._router = router
         self._router_inbox = router_inbox
         self._ids = ClientIdGenerator(prefix, clock.now_ms())
@@ -57,7 +60,16 @@ class OrdersApi:
             source=actor, created_ms=self._clock.now_ms(),
         )
         reply = Reply()
-        await self._guard.send(PlaceRequest(intent, actor, reply))
+        # The write-ahead record starts now, so the disk works while the guard and the
+        # router do theirs; the send waits for it, a rejection voids it.
+        write = None if self._intent_log is None else self._intent_log.begin(
+            LoggedIntent.of(intent))
+        try:
+            await self._guard.send(PlaceRequest(intent, actor, reply, write))
+        except BaseException:
+            if write is not None:
+                write.discard()
+            raise
         answer = await reply.wait(ANSWER_TIMEOUT_S)
         if answer is None:
             current = self._router.order_json(cid)

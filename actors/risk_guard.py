@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from spark.actors.breaker import BreakerActor
+from spark.actors.intent_log import IntentWrite
 from spark.actors.messages import PriceBoard
 from spark.actors.outlet import RecordOutlet
 from spark.actors.reply import Reply
@@ -51,6 +52,8 @@ class PlaceRequest:
     intent: OrderIntent
     actor: str
     reply: Reply | None = attrs.field(default=None, eq=False)
+    #: The intent's write-ahead record, begun at intake; voided here on a rejection.
+    write: IntentWrite | None = attrs.field(default=None, eq=False)
 
 
 class RiskGuard:
@@ -195,6 +198,8 @@ class RiskGuard:
             detail=decision.detail, decided_ms=now_ms, ingress=now_s,
         )
         if not decision.approved:
+            if request.write is not None:
+                request.write.discard()
             await self._outlet.send(record)
             reason = decision.reason or "rejected"
             self._metrics.order_rejections_total.labels(reason).inc()
@@ -212,7 +217,8 @@ class RiskGuard:
         self._pending[self._seq] = intent
         # The router persists the approval once the order is on its way: the writer's
         # commit must not compete with the send.
-        await self._router.send(Submit(intent, self._seq, now_s, request.reply, record))
+        await self._router.send(Submit(intent, self._seq, now_s, request.reply, record,
+                                       request.write))
 
     def _reference_prices(self, cfg: SparkConfig, now_s: float) -> dict[str, Decimal | None]:
         if self._prices is None:

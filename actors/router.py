@@ -35,7 +35,7 @@ import attrs
 import trio
 
 from spark.actors.breaker import BreakerActor
-from spark.actors.intent_log import IntentLog, LoggedIntent
+from spark.actors.intent_log import IntentLog, IntentWrite, LoggedIntent
 from spark.actors.messages import (
     LiveFill,
     PriceBoard,
@@ -98,6 +98,9 @@ class Submit:
     #: at once when the order is not sent now), so the writer's commit is not competing with
     #: the send for the event loop and the disk.
     decision: RiskDecision | None = attrs.field(default=None, eq=False)
+    #: The intent's write-ahead record, begun at intake (``IntentLog.begin``): waited for
+    #: before the send, or voided when the order is not sent now.
+    write: IntentWrite | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -247,10 +250,12 @@ class OrderRouter:
             nursery.start_soon(self._watch_kill_switch)
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._log.keep_ahead)
+            nursery.start_soon(self._log.keep_voids_written)
             task_status.started()
             await self._loop(ctx)
             await self._shutdown()
             await self._flush_all_deferred()
+            await self._log.flush_voids()  # a restart need not ask about dropped intents
             nursery.cancel_scope.cancel()
 
     async def _loop(self, ctx: ChildContext) -> None:
@@ -333,6 +338,10 @@ class OrderRouter:
         self._last_trade_ids.update(last_ids)
         intents = await trio.to_thread.run_sync(self._log.read)
         now_ms = self._clock.now_ms()
+        # A request the previous process sent just before it died may still reach the venue
+        # until then: "no such order" before it means "ask again".
+        deadline_ms = (now_ms + self._config.value.exchange.recv_window_ms
+                       + SEND_DEADLINE_MARGIN_MS)
         # What the database says about those orders (and any other order not final there):
         # restored as they were, so reconciliation compares like with like.  Final ones stay
         # out of the table — the venue has nothing more to say about them.
@@ -346,10 +355,9 @@ class OrderRouter:
         for order in stored:
             if order.is_final:
                 continue
-            if order.status is om.OrderState.PENDING:
-                # It may have left the process: only the venue can tell.
-                order = om.mark_unknown(om.mark_sending(order, now_ms, now_ms), now_ms)
-            self.table.add(order)
+            # A PENDING one may have left the process: only the venue can tell.  None of them
+            # is resent by this process (om.inherit); a parked one is sent once confirmed.
+            self.table.add(om.inherit(order, now_ms, deadline_ms))
             restored += 1
         for logged in intents:
             if logged.client_order_id in known or logged.client_order_id in self.table:
@@ -363,9 +371,9 @@ class OrderRouter:
                 source=logged.source, created_ms=logged.created_ms,
             )
             order = om.new_order(intent, om.OrderState.PENDING, logged.created_ms)
-            # Logged but never stored: we may have sent it; only the venue can tell.
-            order = om.mark_unknown(om.mark_sending(order, now_ms, now_ms), now_ms)
-            self.table.add(order)
+            # Logged but never stored: we may have sent it (or the guard rejected it: the
+            # record starts at intake); only the venue can tell, and it is never resent.
+            self.table.add(om.inherit(order, now_ms, deadline_ms))
             restored += 1
         if restored:
             log.info("restored %d open or uncertain orders for reconciliation", restored)
@@ -377,7 +385,10 @@ class OrderRouter:
         self._accepted_seq = max(self._accepted_seq, msg.seq)
         existing = self.table.get(intent.client_order_id)
         if existing is not None:
-            # A duplicate intent with the same id is answered with the existing order.
+            # A duplicate intent with the same id is answered with the existing order (its
+            # record voided by offset: the original's record, same id, stays).
+            if msg.write is not None:
+                msg.write.discard()
             if msg.reply is not None:
                 msg.reply.set({"duplicate": True, **order_json(existing)})
             return
@@ -392,8 +403,12 @@ class OrderRouter:
             # Send first, record after: the records follow once the send is done (or the
             # order changes before that), never before the bytes have left.
             self._deferred[intent.client_order_id] = records
-            self._dispatch(order, msg.reply, msg.approved_at)
+            self._dispatch(order, msg.reply, msg.approved_at, msg.write)
             return
+        if msg.write is not None:
+            # Parked, dry run or held back by reconciliation: a later send appends anew.
+            msg.write.discard()
+            msg = attrs.evolve(msg, write=None)
         if status is om.OrderState.PENDING:
             self._waiting.append(msg)
             if msg.reply is not None:
@@ -403,20 +418,25 @@ class OrderRouter:
         for record in records:
             await self._outlet.send(record)
 
-    def _dispatch(self, order: om.Order, reply: Reply | None, approved_at: float) -> None:
+    def _dispatch(self, order: om.Order, reply: Reply | None, approved_at: float,
+                  write: IntentWrite | None = None) -> None:
         if reply is not None:
             self._replies[order.client_order_id] = reply
         assert self._nursery is not None
-        self._nursery.start_soon(self._send, order, approved_at)
+        self._nursery.start_soon(self._send, order, approved_at, write)
 
-    async def _send(self, order: om.Order, approved_at: float) -> None:
+    async def _send(self, order: om.Order, approved_at: float,
+                    write: IntentWrite | None) -> None:
         """Worker: make the id durable, ask the breaker, send once, report back."""
         cid = order.client_order_id
-        await self._log.append(LoggedIntent(
-            client_order_id=cid, symbol=order.symbol, side=order.side, type=order.type,
-            quantity=order.quantity, price=order.price, time_in_force=order.time_in_force,
-            created_ms=order.created_ms, source=order.source,
-        ))
+        if write is not None:
+            await write.wait()  # begun at intake: usually on disk already
+        else:
+            await self._log.append(LoggedIntent(
+                client_order_id=cid, symbol=order.symbol, side=order.side, type=order.type,
+                quantity=order.quantity, price=order.price, time_in_force=order.time_in_force,
+                created_ms=order.created_ms, source=order.source,
+            ))
         async with slot(self._limiter):
             now = trio.current_time()
             if self._kill_switch.value:
@@ -536,6 +556,8 @@ class OrderRouter:
                            trio.current_time())
         elif decision is om.QueryDecision.QUERY_LATER:
             self._query_later(order, msg.attempt + 1)
+        elif decision is om.QueryDecision.NOT_SENT:
+            _log_not_sent(order)
         elif decision is om.QueryDecision.MISSING_AT_VENUE:
             self._raise_entries((rc.ReconciliationEntry(
                 id=f"missing:{order.client_order_id}", kind=rc.DiscrepancyKind.ORDER_NOT_FOUND,
@@ -817,6 +839,8 @@ class OrderRouter:
                     self._dispatch(order, self._replies.pop(cid, None), received)
                 elif outcome.decision is om.QueryDecision.QUERY_LATER:
                     self._query_later(order, 0)
+                elif outcome.decision is om.QueryDecision.NOT_SENT:
+                    _log_not_sent(order)
                 if outcome.changed:
                     await self._order_changed(order, received)
         for cid in result.unresolved:
@@ -988,6 +1012,11 @@ class _KillSwitchRefused:
 
 class _BreakerRefused:
     """The breaker did not allow the call: the order was not sent."""
+
+
+def _log_not_sent(order: om.Order) -> None:
+    log.warning("order %s from before the restart never reached the venue: %s, not resent",
+                order.client_order_id, order.status.value)
 
 
 def _outcome(result: Any) -> Outcome:

@@ -49,6 +49,10 @@ is the one case where a resend is allowed (DESIGN invariant 2), and only once th
 has passed: an order request carries ``timestamp`` + ``recvWindow`` and the venue (the matching
 engine too, for USD-M futures) refuses it after that, so a copy still in flight can no longer be
 placed once ``now_ms >= send_deadline_ms``. Before that the answer is ``QUERY_LATER``.
+An order this process inherited from a previous one (:func:`inherit`: restored at restart) is
+never resent: the previous process's intent may be stale, or one the risk guard rejected (the
+write-ahead record starts before the guard decides), so "no such order" ends it ``EXPIRED``
+with reason ``not_sent_before_restart`` (``NOT_SENT``) and a trader decides again.
 
 :class:`OrderTable` holds the orders by client id, counts open ones, keeps signed positions from
 fills, and bounds its memory: open orders always, final ones in an LRU, and the execution ids of
@@ -130,6 +134,8 @@ __all__ = [
 ]
 
 _ZERO: Final = Decimal(0)
+NOT_SENT_REASON: Final = "not_sent_before_restart"
+"""Why an inherited order the venue never had ended ``EXPIRED`` (:func:`inherit`)."""
 
 
 class OrderState(StrEnum):
@@ -345,6 +351,8 @@ class Order:
     attempts: int = 0
     send_deadline_ms: int | None = None
     reject_reason: str | None = None
+    #: False for an order inherited from a previous process (:func:`inherit`).
+    resend_allowed: bool = True
 
     @property
     def is_final(self) -> bool:
@@ -397,6 +405,7 @@ class QueryDecision(StrEnum):
     RESEND_ALLOWED = "RESEND_ALLOWED"  # venue: no such order, and it cannot appear any more
     QUERY_LATER = "QUERY_LATER"  # venue: no such order, but a copy may still be in flight
     MISSING_AT_VENUE = "MISSING_AT_VENUE"  # reached the venue once, now unknown: escalate
+    NOT_SENT = "NOT_SENT"  # inherited, no such order, and it cannot appear any more: EXPIRED
 
 
 @attrs.frozen
@@ -473,8 +482,11 @@ def transition(order: Order, to: OrderState, now_ms: int, why: str = "") -> Orde
 
 
 def confirm(order: Order, now_ms: int) -> Order:
-    """``ctl confirm``: a parked order may now be sent."""
-    return transition(order, OrderState.PENDING, now_ms, "confirm")
+    """``ctl confirm``: a parked order may now be sent (by this process: an inherited one too,
+    so its sends follow the usual resend rule)."""
+    order = transition(order, OrderState.PENDING, now_ms, "confirm")
+    return order if order.resend_allowed else _bump(order, now_ms, version_step=0,
+                                                    resend_allowed=True)
 
 
 def expire_parked(order: Order, now_ms: int) -> Order:
@@ -492,6 +504,22 @@ def mark_sending(order: Order, now_ms: int, deadline_ms: int | None) -> Order:
         raise IllegalTransition(order.status, OrderState.PENDING, order.client_order_id,
                                 "only a PENDING order is sent")
     return _bump(order, now_ms, attempts=order.attempts + 1, send_deadline_ms=deadline_ms)
+
+
+def inherit(order: Order, now_ms: int, deadline_ms: int) -> Order:
+    """An order a previous process may have sent, restored at restart: an open one stays as it
+    is, a ``PENDING`` one becomes ``UNKNOWN`` (only the venue can tell), and none is ever resent
+    by this process (see the module docstring).
+
+    ``deadline_ms``: until when a request the previous process may have sent just before it
+    died can still reach the venue and be placed (now + recvWindow + a margin: its timestamp
+    was no later than now).  "No such order" before then means "ask again", never "not sent"."""
+    if order.status == OrderState.PENDING:
+        order = mark_unknown(mark_sending(order, now_ms, deadline_ms), now_ms)
+    elif order.status == OrderState.UNKNOWN:
+        deadline_ms = max(deadline_ms, order.send_deadline_ms or 0)
+        order = _bump(order, now_ms, version_step=0, send_deadline_ms=deadline_ms)
+    return _bump(order, now_ms, version_step=0, resend_allowed=False)
 
 
 def apply_ack(order: Order, venue_order_id: int, now_ms: int) -> Order:
@@ -765,6 +793,12 @@ def _not_found(order: Order, now_ms: int) -> tuple[Order, QueryResult]:
             return order, QueryResult(
                 QueryDecision.QUERY_LATER, before, before, False,
                 detail=f"not found, but the request is valid until {deadline}; ask again then")
+        if not order.resend_allowed:
+            new = _bump(transition(order, OrderState.EXPIRED, now_ms, "inherited, not sent"),
+                        now_ms, version_step=0, reject_reason=NOT_SENT_REASON)
+            return new, QueryResult(
+                QueryDecision.NOT_SENT, before, new.status, True,
+                detail="the venue has no such order; from before the restart: not resent")
         new = transition(order, OrderState.PENDING, now_ms, "not at venue: resend")
         return new, QueryResult(QueryDecision.RESEND_ALLOWED, before, new.status, True,
                                 detail="the venue has no such order; resend with the same id")

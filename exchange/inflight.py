@@ -20,7 +20,8 @@ __all__ = ["slot"]
 
 
 @asynccontextmanager
-async def slot(limiter: trio.CapacityLimiter | trio.Lock) -> AsyncIterator[None]:
+async def slot(
+        limiter: trio.CapacityLimiter | trio.Lock | trio.Semaphore) -> AsyncIterator[None]:
     """``async with slot(limiter):`` — like ``async with limiter:``, minus the idle yield."""
     try:
         limiter.acquire_nowait()  # refuses when tokens are out *or* others are queued: fair

@@ -111,6 +111,7 @@ class Trading:
         self.link: VenueLinkHandles | None = None
         self._link_spec: ChildSpec | None = None
         self.rest_metrics = RestMetrics(metrics)
+        intent_log = IntentLog(cfg.runtime.state_dir)
         self.router = OrderRouter(
             config=runtime.config,
             venue_factory=self._venue_orders,
@@ -119,7 +120,7 @@ class Trading:
             metrics=metrics,
             audit=audit,
             clock=clock,
-            intent_log=IntentLog(cfg.runtime.state_dir),
+            intent_log=intent_log,
             kill_switch=runtime.kill_switch.state,
             prices=self.prices,
             drift_inbox=self.drift.inbox,
@@ -143,7 +144,7 @@ class Trading:
         )
         self.orders_api = OrdersApi(
             guard=self.guard.sender(), router=self.router, router_inbox=self.router.inbox_sender(),
-            prefix=cfg.live.client_id_prefix, clock=clock,
+            prefix=cfg.live.client_id_prefix, clock=clock, intent_log=intent_log,
         )
         self.rest: RestClient | None = None
 

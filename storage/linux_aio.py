@@ -147,6 +147,31 @@ class AioFile:
         self._submit(start, length, offset)
         await self._reap()
 
+    def submit(self, start: int, length: int, offset: int) -> None:
+        """Start writing ``buffer[start:start+length]`` at file ``offset`` and return at once;
+        :meth:`poll` or :meth:`finish` learn the outcome.  Nothing may be in flight."""
+        self._check(start, length, offset)
+        if self._in_flight:
+            raise RuntimeError("a write is in flight")
+        self._submit(start, length, offset)
+
+    def poll(self) -> bool:
+        """Whether the write in flight (if any) has completed — without waiting.  Raises
+        ``OSError`` if it failed (it is then accounted for)."""
+        if not self._in_flight:
+            return True
+        if not self._collect(block=False):
+            return False
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._efd)  # consume its wake-up
+        return True
+
+    async def finish(self) -> None:
+        """Wait for the write in flight (if any); raises ``OSError`` if it failed.  If
+        cancelled, the write stays in flight for the next :meth:`finish` or :meth:`settle`."""
+        if self._in_flight:
+            await self._reap()
+
     def write_blocking(self, start: int, length: int, offset: int,
                        timeout_s: float = 10.0) -> None:
         """:meth:`write`, waiting in this thread (worker threads and startup only)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from decimal import Decimal
 
+import attrs
 import pytest
 from core_orders_helpers import T0_MS, event, fill_event, intent, order, venue_view
 from hypothesis import given, settings
@@ -281,6 +282,49 @@ def test_not_found_resend_only_after_the_send_deadline() -> None:
     assert pending.client_order_id == unknown.client_order_id
     again = o.mark_sending(pending, T0_MS + 5001, T0_MS + 10001)
     assert again.attempts == 2
+
+
+def test_an_inherited_order_is_never_resent() -> None:
+    """Restored at restart: the previous process may have logged it at intake and never sent
+    it (the guard may even have rejected it), so "no such order" ends it, never resends it —
+    once a request it may have sent just before dying can no longer be placed."""
+    inherited = o.inherit(order(), T0_MS + 100, T0_MS + 6100)
+    assert inherited.status is S.UNKNOWN and not inherited.resend_allowed
+    same, res = apply_query(inherited, None, T0_MS + 6099)
+    assert res.decision is QueryDecision.QUERY_LATER and same is inherited
+    ended, res = apply_query(inherited, None, T0_MS + 6100)
+    assert res.decision is QueryDecision.NOT_SENT and res.changed
+    assert ended.status is S.EXPIRED and ended.reject_reason == o.NOT_SENT_REASON
+    assert ended.attempts == inherited.attempts  # nothing was sent
+    found, res = apply_query(inherited, venue_view("FILLED", "1"), T0_MS + 200)
+    assert res.decision is QueryDecision.APPLIED and found.status is S.FILLED
+    acked = o.apply_ack(o.mark_sending(order(), T0_MS, T0_MS), 77, T0_MS)
+    kept = o.inherit(acked, T0_MS + 100, T0_MS + 6100)  # an open order stays as it is
+    assert kept.status is S.NEW and kept.version == acked.version
+
+
+def test_an_inherited_unknown_order_waits_for_the_later_deadline() -> None:
+    unknown = o.mark_unknown(o.mark_sending(order(), T0_MS, T0_MS + 9000), T0_MS + 10)
+    inherited = o.inherit(unknown, T0_MS + 100, T0_MS + 6100)
+    assert inherited.send_deadline_ms == T0_MS + 9000
+    _, res = apply_query(inherited, None, T0_MS + 8999)
+    assert res.decision is QueryDecision.QUERY_LATER
+    stored = attrs.evolve(unknown, send_deadline_ms=None)  # as read back from the database
+    inherited = o.inherit(stored, T0_MS + 100, T0_MS + 6100)
+    _, res = apply_query(inherited, None, T0_MS + 6099)
+    assert res.decision is QueryDecision.QUERY_LATER
+
+
+def test_a_confirmed_inherited_parked_order_follows_the_usual_rule() -> None:
+    parked = o.new_order(intent("0.5"), S.PARKED, T0_MS)
+    inherited = o.inherit(parked, T0_MS + 100, T0_MS + 6100)
+    assert inherited.status is S.PARKED and not inherited.resend_allowed
+    confirmed = o.confirm(inherited, T0_MS + 200)
+    assert confirmed.status is S.PENDING and confirmed.resend_allowed
+    unknown = o.mark_unknown(o.mark_sending(confirmed, T0_MS + 200, T0_MS + 5200),
+                             T0_MS + 300)
+    _, res = apply_query(unknown, None, T0_MS + 5200)
+    assert res.decision is QueryDecision.RESEND_ALLOWED
 
 
 def test_not_found_never_allows_resend_once_the_venue_had_it() -> None:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from runtime_harness import ADMIN_TOKEN, TRADER_TOKEN, VIEWER_TOKEN, RuntimeProcess
+
+from spark.actors.intent_log import IntentLog, LoggedIntent
+from spark.storage.linux_aio import open_aio
 
 Start = Callable[..., RuntimeProcess]
 
@@ -313,3 +318,61 @@ def test_fills_reported_before_the_rest_ack_do_not_confuse_the_router(desk: Desk
     # Every ACK is counted once, even those that arrived after the order's fills.
     wait_until(lambda: "spark_live_orders_placed_total 4.0" in desk.rt.get("/metrics").text,
                what="4 ACKs counted")
+
+
+def test_intents_are_logged_at_intake_and_rejected_ones_voided(desk: Desk) -> None:
+    """The write-ahead record starts before the guard decides; a rejected intent's record is
+    voided with the next write, so a restart has nothing to ask the venue about it."""
+    rejected = desk.order(qty="0.01", clientOrderId="intake-rejected-1")
+    assert rejected.status_code == 422, rejected.text
+    placed = desk.order(clientOrderId="intake-placed-1")
+    assert placed.status_code == 200, placed.text
+    wait_until(lambda: desk.get_order("intake-placed-1")["status"] == "FILLED", what="filled")
+    desk.rt.stop()
+    log = IntentLog(desk.rt.state)
+    assert [i.client_order_id for i in log.read()] == ["intake-placed-1"]
+    if aio_here(desk.rt.state):  # the intake write is an AIO submit; elsewhere it waits
+        assert b"intake-rejected-1" in log.path.read_bytes()
+
+
+def test_an_intent_logged_before_a_crash_is_never_sent_by_the_next_process(
+        tmp_path: Path) -> None:
+    """A record the previous process left (logged at intake, then killed before the send,
+    or rejected by its guard): the venue does not have it, so it ends EXPIRED, not resent."""
+    cid = "spk-crashed-000001"
+    state = tmp_path / "rt" / "var"
+    state.mkdir(parents=True)
+    IntentLog(state).rewrite([LoggedIntent(
+        client_order_id=cid, symbol="BTCUSDT", side="BUY", type="MARKET",
+        quantity=Decimal("0.0002"), price=None, time_in_force=None,
+        created_ms=int(time.time() * 1000) - 60_000, source="trader")])
+    rt = RuntimeProcess(tmp_path / "rt")
+    try:
+        desk = Desk(rt.wait_ready())
+        # The venue cannot have it only once a request sent just before the "crash" could no
+        # longer be placed (recvWindow + a margin after the restart): asked about slowly.
+        deadline = time.monotonic() + 30.0
+        while desk.get_order(cid).get("status") != "EXPIRED":
+            assert time.monotonic() < deadline, f"not ended: {desk.get_order(cid)}"
+            time.sleep(0.5)
+        assert desk.get_order(cid)["reason"] == "not_sent_before_restart"
+        assert desk.venue_orders() == []
+        assert any("never reached the venue" in line for line in rt.lines)
+        desk.close()
+    finally:
+        rt.stop()
+    with sqlite3.connect(state / "spark.db") as db:
+        row = db.execute("SELECT status FROM orders WHERE client_order_id = ?",
+                         (cid,)).fetchone()
+    assert row == ("EXPIRED",)
+
+
+def aio_here(folder: Path) -> bool:
+    probe = folder / "aio-probe"
+    probe.write_bytes(bytes(4096))
+    aio, _ = open_aio(probe, 4096)
+    probe.unlink()
+    if aio is None:
+        return False
+    aio.close()
+    return True
