@@ -4,6 +4,8 @@
     .venv/bin/python bench/order_path.py                  # 2,000 orders each
     .venv/bin/python bench/order_path.py --orders 200 --profile never
     .venv/bin/python bench/order_path.py --settle-ms 20   # each order alone on an idle runtime
+    .venv/bin/python bench/order_path.py --no-intake-write  # record appended by the send worker
+    .venv/bin/python bench/order_path.py --writer-delay-ms 5  # fewer database commits per order
 
 One run starts the simulated venue in its own process (``python -m spark.runtime.cli venue
 --port 0``, so it has its own event loop and, load permitting, its own core), builds the real
@@ -17,13 +19,16 @@ MARKET orders, BUY and SELL alternating (the position stays flat), one in flight
     REST client's trace stamps the moment the body is on the socket; its observer reports it as
     ``on_bytes_sent(endpoint, since_call_s, budget_wait_s)``), split into stages:
 
-    - ``guard+router``: accepted → the router's send worker starts the intent-log append
-      (risk guard decision, router inbox, order creation, dispatch; the approval records are
-      written after the send);
-    - ``intent log``: the write-ahead append (``actors/intent_log.py``: one JSON line made
-      durable — by kernel AIO with ``O_DIRECT`` + ``RWF_DSYNC`` where it works, else an
-      ``O_DSYNC`` ``pwrite`` in a worker thread, whose in-thread part is then shown apart from
-      the thread hand-off; ``--intent-log thread`` forces the fallback for comparison);
+    - ``guard+router``: accepted → the router's send worker starts waiting for the intent's
+      write-ahead record (risk guard decision, router inbox, order creation, dispatch; the
+      approval records are written after the send);
+    - ``intent log wait``: how long the send worker waits for that record to be durable
+      (``actors/intent_log.py``: one JSON line; on the kernel AIO path, ``O_DIRECT`` +
+      ``RWF_DSYNC``, its write is submitted at intake — ``IntentLog.begin`` in
+      ``OrdersApi.place`` — and runs while the guard and the router work, so the wait is what
+      is left of it; otherwise an ``O_DSYNC`` ``pwrite`` in a worker thread, started by the
+      wait, whose in-thread part is then shown apart from the thread hand-off;
+      ``--intent-log thread`` forces the fallback for comparison);
     - ``router→rest``: append done → ``RestClient._call`` (limiter, breaker, paper shadow,
       ``VenueOrders.place``, the codec building the request);
     - ``rest→socket``: ``RestClient._call`` → body on the socket (rate budget, timestamp,
@@ -40,7 +45,8 @@ MARKET orders, BUY and SELL alternating (the position stays flat), one in flight
 Timestamps are ``trio.current_time()``.  Production code is not changed: the bench wraps, on the
 runtime's own instances only, the REST observer's ``on_bytes_sent``, ``RestClient._call`` (to
 know when the call began: ``since_call_s`` counts from there), ``IntentLog.append`` /
-``_append_sync`` and the ACK histogram's ``observe``.  Garbage-collector pauses are recorded
+``_append_sync``, ``IntentWrite.wait`` (class-wide: this process only) and the ACK histogram's
+``observe``.  Garbage-collector pauses are recorded
 with ``gc.callbacks``, CPU per thread from /proc, to explain tails.  By default the venue gets a
 CPU of its own (``--no-pin`` to let the scheduler place everything).
 
@@ -120,6 +126,7 @@ url = "sqlite:///{state}/spark.db"
 
 [writer]
 spool_dir = "{state}/spool"
+batch_max_delay_ms = {writer_delay_ms}
 
 [risk]
 whitelist = ["{symbol}"]
@@ -246,6 +253,9 @@ class OrderTimes:
     append_start: float | None = None
     append_end: float | None = None
     append_thread_s: float | None = None
+    begun_at_intake: bool = False
+    begin_s: float = 0.0
+    gc_s: float = 0.0  # garbage-collector pause time inside accepted→bytes sent
     call_start: float | None = None
     since_call_s: float | None = None
     budget_wait_s: float | None = None
@@ -274,7 +284,8 @@ class OrderTimes:
         out = {
             "internal overhead": total,
             "  guard+router": self.append_start - self.accepted,
-            "  intent log append": append,
+            "    of which intake write (begin)": self.begin_s,
+            "  intent log wait": append,
         }
         if self.append_thread_s is not None:
             out["    in thread (write+fdatasync)"] = self.append_thread_s
@@ -295,6 +306,7 @@ class Probe:
         self.current: OrderTimes | None = None
         self.gc_pauses: list[tuple[float, float]] = []
         self._gc_started: float | None = None
+        self._restore_wait: Any = lambda: None
 
     def install(self, runtime: Any) -> None:
         trade = runtime.trade
@@ -331,11 +343,38 @@ class Probe:
 
         async def timed_append(intent: Any) -> None:
             current = probe.current
-            if current is not None:
+            if current is not None and current.append_start is None:
                 current.append_start = trio.current_time()
             await original_append(intent)
             if current is not None:
                 current.append_end = trio.current_time()
+
+        # The send worker's wait for a record begun at intake (appends if it was not begun).
+        from spark.actors.intent_log import IntentWrite
+
+        original_wait = IntentWrite.wait
+
+        async def timed_wait(write: IntentWrite) -> None:
+            current = probe.current
+            if current is not None:
+                current.append_start = trio.current_time()
+                current.begun_at_intake = write.begun
+            await original_wait(write)
+            if current is not None:
+                current.append_end = trio.current_time()
+
+        IntentWrite.wait = timed_wait  # type: ignore[method-assign]
+        original_begin = intent_log.begin
+
+        def timed_begin(intent: Any) -> IntentWrite:
+            started = time.perf_counter()
+            write = original_begin(intent)
+            if probe.current is not None:
+                probe.current.begin_s = time.perf_counter() - started
+            return write
+
+        intent_log.begin = timed_begin
+        self._restore_wait = lambda: setattr(IntentWrite, "wait", original_wait)
 
         def timed_append_sync(intent: Any) -> None:
             started = time.perf_counter()
@@ -360,6 +399,7 @@ class Probe:
         gc.callbacks.append(self._on_gc)
 
     def uninstall(self) -> None:
+        self._restore_wait()
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._on_gc)
 
@@ -454,14 +494,21 @@ async def runtime_phase(venue: VenueProcess, folder: Path,
     state = folder / "state"
     state.mkdir()
     config = folder / "spark.toml"
-    config.write_text(RUNTIME_TOML.format(state=state, venue_url=venue.url, symbol=SYMBOL))
+    config.write_text(RUNTIME_TOML.format(state=state, venue_url=venue.url, symbol=SYMBOL,
+                                           writer_delay_ms=args.writer_delay_ms))
     settings = load(config, bench_env())
     problem = await trio.to_thread.run_sync(prepare_database, settings.config.database.url)
     if problem is not None:
         raise RuntimeError(f"database: {problem}")
     runtime = Runtime(settings, env=bench_env())
+    intent_log = runtime.trade.router._log
     if args.intent_log == "thread":
-        runtime.trade.router._log._backend = "thread"  # before the log is first opened
+        intent_log._backend = "thread"  # before the log is first opened
+    if not args.intake_write:
+        # As before intake writes existed: the send worker appends (same AIO path).
+        from spark.actors.intent_log import IntentWrite
+
+        intent_log.begin = lambda intent: IntentWrite(intent_log, intent, None)
     probe = Probe()
     cpu = CpuSplit()
     orders: list[OrderTimes] = []
@@ -517,8 +564,10 @@ def orders_hit_by_gc(orders: Sequence[OrderTimes], pauses: Sequence[tuple[float,
     hit = 0
     for times in orders:
         start, end = times.accepted - offset, times.bytes_sent - offset
-        if any(p_start < end and p_start + length > start for p_start, length in pauses):
-            hit += 1
+        times.gc_s = sum(min(end, p_start + length) - max(start, p_start)
+                         for p_start, length in pauses
+                         if p_start < end and p_start + length > start)
+        hit += times.gc_s > 0
     return hit
 
 
@@ -632,6 +681,9 @@ def report(args: argparse.Namespace, result: RuntimeResult, floor: list[float],
                       if not args.settle_ms else
                       f"settled (previous order final, then {args.settle_ms:g} ms idle)"))
 
+    begun = sum(1 for times in orders if times.begun_at_intake)
+    print(f"intent records begun at intake (write overlapping guard and router): {begun} of "
+          f"{len(orders)}")
     rows: list[tuple[str, ...]] = [("measure (ms)", "p50", "p90", "p99", "max", "mean")]
     for name, values in stages.items():
         rows.append((name, ms(percentile(values, 50)), ms(percentile(values, 90)),
@@ -642,7 +694,7 @@ def report(args: argparse.Namespace, result: RuntimeResult, floor: list[float],
     table(rows)
 
     total = stages["internal overhead"]
-    append = stages["  intent log append"]
+    append = stages["  intent log wait"]
     ack = stages["place→ACK (metric)"]
     share = [a / t for a, t in zip(append, total, strict=True) if t > 0]
     p99 = percentile(total, 99)
@@ -681,7 +733,9 @@ def report(args: argparse.Namespace, result: RuntimeResult, floor: list[float],
     slowest = sorted(orders, key=lambda o: o.bytes_sent - o.accepted)[-max(1, len(orders) // 100):]
     print("\nslowest 1% of orders, mean per stage (ms): " + ", ".join(
         f"{name.strip()} {ms(statistics.fmean(o.stages()[name] for o in slowest))}"
-        for name in ("  guard+router", "  intent log append", "  router→rest", "  rest→socket")))
+        for name in ("  guard+router", "  intent log wait", "  router→rest", "  rest→socket"))
+        + f"; {sum(1 for o in slowest if o.gc_s > 0)} of {len(slowest)} overlapped a GC pause "
+        f"(mean {ms(statistics.fmean(o.gc_s for o in slowest))} ms of GC each)")
 
     if result.profile is not None:
         print_profile(result.profile)
@@ -713,6 +767,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--intent-log", choices=["auto", "thread"], default="auto",
                         help="the intent log's append path: kernel AIO where it works "
                              "(auto, as the runtime does) or the worker-thread fallback")
+    parser.add_argument("--intake-write", action=argparse.BooleanOptionalAction, default=True,
+                        help="start the intent's record at intake (default, as the runtime "
+                             "does); --no-intake-write appends it in the send worker instead")
+    parser.add_argument("--writer-delay-ms", type=float, default=0.0,
+                        help="[writer] batch_max_delay_ms for the runtime (default 0, the "
+                             "shipped default): how long a record waits for company")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                         help="give the venue process a CPU of its own (default: on)")
     parser.add_argument("--settle-ms", type=float, default=0.0,
