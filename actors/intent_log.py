@@ -55,6 +55,7 @@ import orjson
 import trio
 
 from spark.core.intents import OrderIntent
+from spark.core.orders import Order
 from spark.exchange.inflight import slot
 from spark.storage.linux_aio import BLOCK, AioFile, open_aio
 
@@ -80,7 +81,8 @@ class LoggedIntent:
     source: str = ""
 
     @classmethod
-    def of(cls, intent: OrderIntent) -> LoggedIntent:
+    def of(cls, intent: OrderIntent | Order) -> LoggedIntent:
+        """The record of an intent, or of the order made from it (same fields)."""
         return cls(
             client_order_id=intent.client_order_id, symbol=intent.symbol, side=intent.side,
             type=intent.type, quantity=intent.quantity, price=intent.price,

@@ -408,7 +408,6 @@ class OrderRouter:
         if msg.write is not None:
             # Parked, dry run or held back by reconciliation: a later send appends anew.
             msg.write.discard()
-            msg = attrs.evolve(msg, write=None)
         if status is om.OrderState.PENDING:
             self._waiting.append(msg)
             if msg.reply is not None:
@@ -432,11 +431,7 @@ class OrderRouter:
         if write is not None:
             await write.wait()  # begun at intake: usually on disk already
         else:
-            await self._log.append(LoggedIntent(
-                client_order_id=cid, symbol=order.symbol, side=order.side, type=order.type,
-                quantity=order.quantity, price=order.price, time_in_force=order.time_in_force,
-                created_ms=order.created_ms, source=order.source,
-            ))
+            await self._log.append(LoggedIntent.of(order))
         async with slot(self._limiter):
             now = trio.current_time()
             if self._kill_switch.value:
@@ -888,11 +883,8 @@ class OrderRouter:
 
     def _intents_to_keep(self) -> list[LoggedIntent]:
         """What compaction carries over: every order that is not final and may be sent."""
-        return [LoggedIntent(
-            client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, type=o.type,
-            quantity=o.quantity, price=o.price, time_in_force=o.time_in_force,
-            created_ms=o.created_ms, source=o.source)
-            for o in self.table if not o.is_final and o.status is not om.OrderState.PARKED]
+        return [LoggedIntent.of(o) for o in self.table
+                if not o.is_final and o.status is not om.OrderState.PARKED]
 
     def _raise_entries(self, entries: tuple[rc.ReconciliationEntry, ...]) -> None:
         for entry in entries:

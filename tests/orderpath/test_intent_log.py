@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from spark.actors.intent_log import Backend, IntentLog, LoggedIntent
-from spark.storage.linux_aio import AioFile, open_aio
+from spark.storage.linux_aio import AioFile
 
 
 @pytest.fixture(params=["auto", "thread"])
@@ -183,24 +183,6 @@ def test_sigkill_loses_no_acknowledged_append(tmp_path: Path, backend: Backend) 
 
 
 # -- the kernel AIO path --------------------------------------------------------------------------
-
-
-def aio_works_here(folder: Path) -> bool:
-    probe = folder / "aio-probe"
-    probe.write_bytes(bytes(4096))
-    aio, _ = open_aio(probe, 4096)
-    if aio is None:
-        return False
-    aio.close()
-    probe.unlink()
-    return True
-
-
-@pytest.fixture
-def aio_folder(tmp_path: Path) -> Path:
-    if not aio_works_here(tmp_path):
-        pytest.skip("kernel AIO with O_DIRECT is not available for this folder")
-    return tmp_path
 
 
 async def test_auto_uses_kernel_aio_where_it_works(aio_folder: Path) -> None:

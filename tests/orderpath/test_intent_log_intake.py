@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from spark.actors.intent_log import IntentLog, LoggedIntent
-from spark.storage.linux_aio import AioFile, open_aio
+from spark.storage.linux_aio import AioFile
 
 
 def intent(n: int, source: str = "test") -> LoggedIntent:
@@ -23,15 +23,8 @@ def intent(n: int, source: str = "test") -> LoggedIntent:
 
 
 @pytest.fixture
-def aio_log(tmp_path: Path) -> IntentLog:
-    probe = tmp_path / "aio-probe"
-    probe.write_bytes(bytes(4096))
-    aio, _ = open_aio(probe, 4096)
-    if aio is None:
-        pytest.skip("kernel AIO with O_DIRECT is not available for this folder")
-    aio.close()
-    probe.unlink()
-    log = IntentLog(tmp_path, backend="auto", extend_bytes=16384)
+def aio_log(aio_folder: Path) -> IntentLog:
+    log = IntentLog(aio_folder, backend="auto", extend_bytes=16384)
     log.prepare()  # open: begin() starts writes only on an open log
     assert log.uses_aio
     return log
