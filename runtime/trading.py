@@ -19,6 +19,7 @@ is created when its actor starts, because in sim mode the venue's port is only k
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -317,23 +318,7 @@ class Trading:
             return [], set()
         finally:
             engine.dispose()
-        for cid, r in by_cid.items():
-            got = fills.get(cid, [])
-            fills_qty = sum((Decimal(t["qty"]) for t in got), Decimal(0))
-            fills_quote = sum((Decimal(t["quote_qty"]) for t in got), Decimal(0))
-            out.append(om.Order(
-                client_order_id=cid, symbol=r["symbol"], side=r["side"], type=r["type"],
-                quantity=Decimal(r["quantity"]),
-                price=None if r["price"] is None else Decimal(r["price"]),
-                time_in_force=r["time_in_force"], status=om.OrderState(r["status"]),
-                venue_order_id=r["venue_order_id"], executed_qty=Decimal(r["executed_qty"]),
-                cum_quote=Decimal(r["cumulative_quote_qty"]),
-                avg_price=(fills_quote / fills_qty) if fills_qty else None,
-                fills_qty=fills_qty, fills_quote=fills_quote, version=int(r["version"]),
-                created_ms=int(r["created_ms"]), updated_ms=int(r["updated_ms"]),
-                trade_ids=frozenset(int(t["trade_id"]) for t in got),
-                reject_reason=r["reason"],
-            ))
+        out = [stored_order(r, fills.get(cid, [])) for cid, r in by_cid.items()]
         return out, executed
 
     # -- the subtree -------------------------------------------------------------------------
@@ -384,4 +369,31 @@ async def _mirror(source: Published[PriceBoard], target: Published[PriceBoard]) 
     while True:
         version, board = await source.wait_changed(version)
         target.set(board)
+
+
+def stored_order(row: Mapping[Any, Any], trades: Sequence[Mapping[Any, Any]]) -> om.Order:
+    """An order as the database holds it (its row and its trade rows).
+
+    The row and the trades are written in different writer batches, so a crash can keep a
+    trade whose order update was lost (the row still says PENDING, nothing executed).  As in
+    :class:`~spark.core.orders.Order`, recorded fills above the row's cumulative figure win:
+    they are facts, and reconciliation adds the venue's later trades on top of them."""
+    fills_qty = sum((Decimal(t["qty"]) for t in trades), Decimal(0))
+    fills_quote = sum((Decimal(t["quote_qty"]) for t in trades), Decimal(0))
+    executed = Decimal(row["executed_qty"])
+    cum_quote = Decimal(row["cumulative_quote_qty"])
+    if fills_qty > executed:
+        executed, cum_quote = fills_qty, fills_quote
+    return om.Order(
+        client_order_id=row["client_order_id"], symbol=row["symbol"], side=row["side"],
+        type=row["type"], quantity=Decimal(row["quantity"]),
+        price=None if row["price"] is None else Decimal(row["price"]),
+        time_in_force=row["time_in_force"], status=om.OrderState(row["status"]),
+        venue_order_id=row["venue_order_id"], executed_qty=executed, cum_quote=cum_quote,
+        avg_price=(fills_quote / fills_qty) if fills_qty else None,
+        fills_qty=fills_qty, fills_quote=fills_quote, version=int(row["version"]),
+        created_ms=int(row["created_ms"]), updated_ms=int(row["updated_ms"]),
+        trade_ids=frozenset(int(t["trade_id"]) for t in trades),
+        reject_reason=row["reason"],
+    )
 
