@@ -1,4 +1,5 @@
-"""``RestClient._build``: the cheap request builder makes what ``build_request`` makes."""
+"""``RestClient._build``: the cheap request builder puts on the wire what ``build_request``
+would have put there."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ from decimal import Decimal
 from functools import partial
 
 import httpx
+import pytest
 import trio
 from exchange_stub import SIM_KEY, SIM_SECRET
 
 from spark.exchange import codec
 from spark.exchange.credentials import Credentials
-from spark.exchange.rest import RestClient, _SendTrace
+from spark.exchange.errors import TransportError
+from spark.exchange.rest import RestClient, _Prepared, _SendTrace
+from spark.exchange.transport import _serialize
 from spark.exchange.venues import venue_profile
 
 CREDS = Credentials.hmac(SIM_KEY, SIM_SECRET)
@@ -35,14 +39,35 @@ async def test_post_order_built_like_build_request() -> None:
         encoded = codec.encode(request, CREDS, timestamp_ms=1_790_000_000_000,
                                recv_window_ms=5000)
         assert not encoded.query and encoded.body
-        trace = _SendTrace()
         reference = client._http.build_request(
-            encoded.method, encoded.target, content=encoded.body,
-            headers=encoded.headers, extensions={"trace": trace})
-        first = client._build(encoded, trace)
-        same(first, reference)
-        same(client._build(encoded, trace), reference)  # from the URL cache
-        assert str(first.url) == "http://127.0.0.1:9/base/api/v3/order"
+            encoded.method, encoded.target, content=encoded.body, headers=encoded.headers)
+        wire = _serialize(reference, reference.read()).data
+        assert wire.startswith(b"POST /base/api/v3/order HTTP/1.1\r\nHost: 127.0.0.1:9\r\n")
+        first = client._build(encoded, _SendTrace())
+        again = client._build(encoded, _SendTrace())  # from the template cache
+        assert isinstance(first, _Prepared) and isinstance(again, _Prepared)
+        assert again.template is first.template
+        for built in (first, again):
+            assert built.template.payload(built.body).data == wire
+            assert built.template.origin == ("http", "127.0.0.1", 9)
+    finally:
+        await client.aclose()
+
+
+async def test_a_head_that_cannot_be_sent_safely_is_refused_before_sending() -> None:
+    """A CR LF in a header value (here the API key) would let the value forge headers: the
+    template refuses it, the call fails as "nothing sent", and the value is not in the text."""
+    creds = Credentials.hmac("key\r\nX-Forged: 1", SIM_SECRET)
+    client = RestClient(venue_profile("sim", rest_url="http://127.0.0.1:9"), creds)
+    try:
+        signed = codec.encode(
+            codec.spot_place_order(symbol="BTCUSDT", side="BUY", order_type="MARKET",
+                                   quantity=Decimal("0.001"), new_client_order_id="spk-x"),
+            creds, timestamp_ms=1_790_000_000_000, recv_window_ms=5000)
+        assert not signed.query
+        with pytest.raises(TransportError, match="before sending") as caught:
+            client._build(signed, _SendTrace())
+        assert "Forged" not in str(caught.value)
     finally:
         await client.aclose()
 
