@@ -6,6 +6,7 @@
     .venv/bin/python bench/order_path.py --settle-ms 20   # each order alone on an idle runtime
     .venv/bin/python bench/order_path.py --no-intake-write  # record appended by the send worker
     .venv/bin/python bench/order_path.py --writer-delay-ms 5  # fewer database commits per order
+    .venv/bin/python bench/order_path.py --attribute      # what the event loop did meanwhile
 
 One run starts the simulated venue in its own process (``python -m spark.runtime.cli venue
 --port 0``, so it has its own event loop and, load permitting, its own core), builds the real
@@ -56,6 +57,12 @@ database records all run on the same core): a queueing figure.  ``--settle-ms N`
 the previous order is final in the router's book and then ``N`` ms more, so each order meets an
 idle runtime: the per-order overhead itself.  The report says which mode ran.
 
+``--attribute`` records every event-loop task step and I/O wait while measuring (a Trio
+instrument; flat arrays, so it adds no GC work) and prints, per task, the loop time spent inside
+the orders' accepted→bytes-sent windows: all orders against the slowest 1%.  It tells a slow
+order that waited behind other tasks from one whose own steps were slow or that waited on the
+disk (``[io wait]``).
+
 If the internal overhead misses its target (p99 <= 1 ms), ``--profile auto`` (the default) runs
 ``--profile-orders`` more orders under cProfile (event-loop thread) and prints the hot spots.
 Targets: internal p99 <= 1 ms; place→ACK p50 <= 1.3 x floor p50.
@@ -64,6 +71,7 @@ Targets: internal p99 <= 1 ms; place→ACK p50 <= 1.3 x floor p50.
 from __future__ import annotations
 
 import argparse
+import array
 import contextlib
 import cProfile
 import gc
@@ -412,6 +420,63 @@ class Probe:
             self._gc_started = None
 
 
+class StepRecorder(trio.abc.Instrument):
+    """Every task step and every I/O wait of the event loop (``--attribute``), to say what the
+    loop was doing while a slow order waited.  ``perf_counter`` based, like the GC pauses.
+
+    Times go into flat ``array('d')`` buffers and names into a list of existing strings: no
+    object the cyclic collector tracks is allocated per step, so recording does not add GC
+    pauses of its own."""
+
+    def __init__(self) -> None:
+        self.step_times = array.array("d")  # start, end, start, end, ...
+        self.step_names: list[str] = []
+        self.io_times = array.array("d")
+        self._step_start = 0.0
+        self._io_start = 0.0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self._step_start = time.perf_counter()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.step_times.append(self._step_start)
+        self.step_times.append(time.perf_counter())
+        self.step_names.append(task.name)
+
+    def before_io_wait(self, timeout: float) -> None:
+        self._io_start = time.perf_counter()
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.io_times.append(self._io_start)
+        self.io_times.append(time.perf_counter())
+
+
+def loop_time_by_task(orders: Sequence[OrderTimes], recorder: StepRecorder) -> dict[str, float]:
+    """Seconds per task name (plus ``[io wait]`` and ``[loop itself]``) inside the orders'
+    accepted→bytes-sent windows, summed over ``orders``."""
+    offset = trio.current_time() - time.perf_counter()
+    windows = sorted((o.accepted - offset, o.bytes_sent - offset) for o in orders)
+    totals: dict[str, float] = {}
+
+    def add(start: float, end: float, name: str) -> None:
+        for w_start, w_end in windows:
+            if w_start >= end:
+                break
+            overlap = min(end, w_end) - max(start, w_start)
+            if overlap > 0:
+                totals[name] = totals.get(name, 0.0) + overlap
+
+    steps = recorder.step_times
+    for i, name in enumerate(recorder.step_names):
+        add(steps[2 * i], steps[2 * i + 1], name)
+    io = recorder.io_times
+    for i in range(0, len(io), 2):
+        add(io[i], io[i + 1], "[io wait]")
+    window_total = sum(end - start for start, end in windows)
+    totals["[loop itself]"] = window_total - sum(totals.values())
+    return totals
+
+
 # -- the runtime phase ---------------------------------------------------------------------------
 
 @attrs.define
@@ -422,6 +487,7 @@ class RuntimeResult:
     profile: pstats.Stats | None
     state_fs: str
     cpu: CpuSplit
+    recorder: StepRecorder | None = None
 
 
 def filesystem_of(path: Path) -> str:
@@ -529,9 +595,14 @@ async def runtime_phase(venue: VenueProcess, folder: Path,
             note(f"runtime: {args.orders} measured orders")
             gc.collect()
             probe.gc_pauses.clear()
+            recorder = StepRecorder() if args.attribute else None
+            if recorder is not None:
+                trio.lowlevel.add_instrument(recorder)
             with cpu_split(venue.pid, cpu):
                 await place_orders(runtime, probe, args.orders, args.warmup, orders,
                                    args.settle_ms / 1000)
+            if recorder is not None:
+                trio.lowlevel.remove_instrument(recorder)
             gc_pauses = list(probe.gc_pauses)
             missed = overhead_p99(orders) > OVERHEAD_TARGET_P99_S
             if args.profile == "always" or (args.profile == "auto" and missed):
@@ -554,7 +625,7 @@ async def runtime_phase(venue: VenueProcess, folder: Path,
     hit = orders_hit_by_gc(orders, gc_pauses)
     how = "kernel AIO" if runtime.trade.router._log.uses_aio else "a worker thread"
     return RuntimeResult(orders, gc_pauses, hit, profile,
-                         f"{filesystem_of(state.resolve())} via {how}", cpu)
+                         f"{filesystem_of(state.resolve())} via {how}", cpu, recorder)
 
 
 def orders_hit_by_gc(orders: Sequence[OrderTimes], pauses: Sequence[tuple[float, float]]) -> int:
@@ -737,8 +808,24 @@ def report(args: argparse.Namespace, result: RuntimeResult, floor: list[float],
         + f"; {sum(1 for o in slowest if o.gc_s > 0)} of {len(slowest)} overlapped a GC pause "
         f"(mean {ms(statistics.fmean(o.gc_s for o in slowest))} ms of GC each)")
 
+    if result.recorder is not None:
+        print_attribution(orders, slowest, result.recorder)
     if result.profile is not None:
         print_profile(result.profile)
+
+
+def print_attribution(orders: Sequence[OrderTimes], slowest: Sequence[OrderTimes],
+                      recorder: StepRecorder) -> None:
+    """What the event loop did inside the order windows: all orders vs. the slowest 1%."""
+    every = loop_time_by_task(orders, recorder)
+    slow = loop_time_by_task(slowest, recorder)
+    names = sorted(set(every) | set(slow), key=lambda n: -slow.get(n, 0.0))
+    rows: list[tuple[str, ...]] = [("loop time inside the order window, ms per order",
+                                    "all orders", "slowest 1%")]
+    for name in names[:14]:
+        rows.append((name[-60:], ms(every.get(name, 0.0) / len(orders)),
+                     ms(slow.get(name, 0.0) / len(slowest))))
+    table(rows)
 
 
 def print_profile(stats: pstats.Stats) -> None:
@@ -775,6 +862,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "shipped default): how long a record waits for company")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                         help="give the venue process a CPU of its own (default: on)")
+    parser.add_argument("--attribute", action="store_true",
+                        help="record every event-loop task step while measuring and report "
+                             "which tasks ran inside the orders' windows (adds ~2 µs a step)")
     parser.add_argument("--settle-ms", type=float, default=0.0,
                         help="before each order, wait until the previous one is final and "
                         "then this long (0: back-to-back)")
