@@ -808,10 +808,26 @@ def report(args: argparse.Namespace, result: RuntimeResult, floor: list[float],
         + f"; {sum(1 for o in slowest if o.gc_s > 0)} of {len(slowest)} overlapped a GC pause "
         f"(mean {ms(statistics.fmean(o.gc_s for o in slowest))} ms of GC each)")
 
+    if args.list_slowest:
+        print_slowest(orders, args.list_slowest)
     if result.recorder is not None:
         print_attribution(orders, slowest, result.recorder)
     if result.profile is not None:
         print_profile(result.profile)
+
+
+def print_slowest(orders: Sequence[OrderTimes], count: int) -> None:
+    """The ``count`` slowest orders one by one: is the tail a few disk stalls or many orders
+    whose own steps ran slow?"""
+    names = ("  guard+router", "  intent log wait", "  router→rest", "  rest→socket")
+    rows: list[tuple[str, ...]] = [("slowest orders (ms)", "overhead",
+                                    *(name.strip() for name in names), "GC")]
+    ranked = sorted(orders, key=lambda o: o.bytes_sent - o.accepted, reverse=True)
+    for rank, times in enumerate(ranked[:count], 1):
+        stages = times.stages()
+        rows.append((f"#{rank}", ms(stages["internal overhead"]),
+                     *(ms(stages[name]) for name in names), ms(times.gc_s)))
+    table(rows)
 
 
 def print_attribution(orders: Sequence[OrderTimes], slowest: Sequence[OrderTimes],
@@ -862,6 +878,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "shipped default): how long a record waits for company")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                         help="give the venue process a CPU of its own (default: on)")
+    parser.add_argument("--list-slowest", type=int, default=0, metavar="N",
+                        help="also list the N slowest orders stage by stage")
     parser.add_argument("--attribute", action="store_true",
                         help="record every event-loop task step while measuring and report "
                              "which tasks ran inside the orders' windows (adds ~2 µs a step)")
