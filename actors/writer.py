@@ -70,6 +70,7 @@ from spark.storage.records import Record
 from spark.storage.settings import DatabaseSettings, WriterSettings
 from spark.storage.sink import Sink, describe_error, is_transient
 from spark.storage.spool import Spool
+from spark.supervision.threads import BackgroundThread
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class Writer:
         self._engine: Engine | None = None
         self._sink: Sink | None = None
         self._spool: Spool | None = None
-        self._limiter: trio.CapacityLimiter | None = None
+        self._worker: BackgroundThread | None = None
         self._schema_checked = False
         self._stopping = False
         self._receive_scope: trio.CancelScope | None = None
@@ -189,7 +190,8 @@ class Writer:
         self._stopping = False
         self._schema_checked = False
         self._held = []
-        self._limiter = trio.CapacityLimiter(1)
+        # Database work runs below the event loop's priority: see supervision/threads.py.
+        worker = self._worker = BackgroundThread("spark-writer")
         self._core = WriterCore(self.settings.retry_initial_s, self.settings.retry_max_s)
         batcher: Batcher[Record] = Batcher(
             self.settings.batch_max, self.settings.batch_max_delay_ms / 1000
@@ -224,6 +226,7 @@ class Writer:
                     if owns_engine and self._engine is not None:
                         await self._thread(self._engine.dispose)
             self._engine = None
+            worker.close()
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -460,8 +463,8 @@ class Writer:
         def call() -> T:
             return fn(*args, **kwargs)
 
-        assert self._limiter is not None
-        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+        assert self._worker is not None
+        return await self._worker.run_sync(call)
 
     def _require_spool(self) -> Spool:
         assert self._spool is not None
