@@ -7,6 +7,7 @@
     .venv/bin/python bench/order_path.py --no-intake-write  # record appended by the send worker
     .venv/bin/python bench/order_path.py --writer-delay-ms 5  # fewer database commits per order
     .venv/bin/python bench/order_path.py --attribute      # what the event loop did meanwhile
+    .venv/bin/python bench/order_path.py --concurrent-export  # an operator exporting meanwhile
 
 One run starts the simulated venue in its own process (``python -m spark.runtime.cli venue
 --port 0``, so it has its own event loop and, load permitting, its own core), builds the real
@@ -552,6 +553,14 @@ async def place_orders(runtime: Any, probe: Probe, count: int, start_index: int,
         await settle(runtime, answer.get("clientOrderId"), settle_s)
 
 
+async def export_forever(runtime: Any) -> None:
+    """``--concurrent-export``: an operator exporting trades over and over while orders flow,
+    through the runtime's own export path (the control port's ``GET`` export route)."""
+    while True:
+        async for _ in runtime._export_trades(None, None):
+            pass
+
+
 async def runtime_phase(venue: VenueProcess, folder: Path,
                         args: argparse.Namespace) -> RuntimeResult:
     from spark.config import load
@@ -599,8 +608,12 @@ async def runtime_phase(venue: VenueProcess, folder: Path,
             if recorder is not None:
                 trio.lowlevel.add_instrument(recorder)
             with cpu_split(venue.pid, cpu):
-                await place_orders(runtime, probe, args.orders, args.warmup, orders,
-                                   args.settle_ms / 1000)
+                async with trio.open_nursery() as background:
+                    if args.concurrent_export:
+                        background.start_soon(export_forever, runtime)
+                    await place_orders(runtime, probe, args.orders, args.warmup, orders,
+                                       args.settle_ms / 1000)
+                    background.cancel_scope.cancel()
             if recorder is not None:
                 trio.lowlevel.remove_instrument(recorder)
             gc_pauses = list(probe.gc_pauses)
@@ -748,6 +761,8 @@ def report(args: argparse.Namespace, result: RuntimeResult, floor: list[float],
           f"{result.state_fs}; "
           + ("not pinned" if pinned is None else
              f"bench+runtime on CPUs {sorted(pinned[0])}, venue on {sorted(pinned[1])}"))
+    if args.concurrent_export:
+        print("load: the trades table exported over and over while measuring")
     print("mode: " + ("back-to-back (next order as soon as the previous is answered)"
                       if not args.settle_ms else
                       f"settled (previous order final, then {args.settle_ms:g} ms idle)"))
@@ -878,6 +893,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "shipped default): how long a record waits for company")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                         help="give the venue process a CPU of its own (default: on)")
+    parser.add_argument("--concurrent-export", action="store_true",
+                        help="export the trades table over and over while measuring (the "
+                             "runtime's export path, as the control port's route uses it)")
     parser.add_argument("--list-slowest", type=int, default=0, metavar="N",
                         help="also list the N slowest orders stage by stage")
     parser.add_argument("--attribute", action="store_true",

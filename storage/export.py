@@ -65,6 +65,7 @@ from spark.runtime.metrics import Metrics
 from spark.storage import schema
 from spark.storage.engine import make_engine
 from spark.storage.errors import InvalidTimeBound
+from spark.supervision.threads import BackgroundThread
 
 HEADER = (
     "executionId",
@@ -390,9 +391,9 @@ async def aiter_trades_csv(
 ) -> AsyncIterator[bytes]:
     """:func:`iter_trades_csv` for trio code (e.g. a starlette ``StreamingResponse``).
 
-    Each chunk is produced in a worker thread and handed over before the next one is fetched,
-    so at most one chunk is in memory and a slow client slows the database read instead of
-    filling memory.  (A thread-fed channel would need a nursery inside this generator, which
+    Each chunk is produced in the export's own low-priority thread and handed over before the
+    next one is fetched, so at most one chunk is in memory and a slow client slows the database
+    read instead of filling memory.  (A thread-fed channel would need a nursery inside this generator, which
     trio forbids across ``yield``.)  Closing the iterator early (client went away) closes the
     cursor.  Bounds are validated before the first chunk: a bad one raises ``InvalidTimeBound``
     on the first ``__anext__`` (a route can call :func:`parse_time_bound` first to answer 400).
@@ -401,19 +402,24 @@ async def aiter_trades_csv(
     parse_time_bound(until)
     chunks = iter_trades_csv(db, since, until, metrics=metrics)
     lane = limiter if limiter is not None else trio.CapacityLimiter(1)
+    # Below the event loop's priority, as the writer: an export of a million rows is CPU work
+    # the order path must not time-slice with (supervision/threads.py says why and how).
+    worker = BackgroundThread("spark-export")
 
     def next_chunk() -> bytes | None:
         return next(chunks, None)
 
     try:
         while True:
-            chunk = await trio.to_thread.run_sync(next_chunk, limiter=lane)
+            async with lane:
+                chunk = await worker.run_sync(next_chunk)
             if chunk is None:
                 return
             yield chunk
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(chunks.close, limiter=lane)
+            await worker.run_sync(chunks.close)
+        worker.close()
 
 
 def export_trades(
