@@ -3,8 +3,9 @@
 Records arrive on a bounded trio memory channel (:func:`open_inbox`, sized by
 ``[writer] inbox_size``; a full inbox blocks the senders — back-pressure, never a drop).  The
 actor batches them (:class:`~spark.storage.batching.Batcher`: ``batch_max`` records or
-``batch_max_delay_ms``), writes each batch in one transaction in a worker thread (its own
-``CapacityLimiter(1)``: one database operation at a time, in order), and observes
+``batch_max_delay_ms``), writes each batch in one transaction in its own thread (a
+:class:`~spark.supervision.threads.BackgroundThread` below the event loop's priority, ``[writer]
+thread_nice``: one database operation at a time, in order), and observes
 ``spark_event_to_db_seconds`` per record at commit (``trio.current_time()`` minus the record's
 ``ingress``; one histogram update per batch, :func:`observe_many`).
 
@@ -191,7 +192,7 @@ class Writer:
         self._schema_checked = False
         self._held = []
         # Database work runs below the event loop's priority: see supervision/threads.py.
-        worker = self._worker = BackgroundThread("spark-writer")
+        worker = self._worker = BackgroundThread("spark-writer", self.settings.thread_nice)
         self._core = WriterCore(self.settings.retry_initial_s, self.settings.retry_max_s)
         batcher: Batcher[Record] = Batcher(
             self.settings.batch_max, self.settings.batch_max_delay_ms / 1000
@@ -218,15 +219,17 @@ class Writer:
                 await self._loop(ctx, batcher)
                 nursery.cancel_scope.cancel()
         finally:
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(self._cancel_grace_s):
-                    await self._rescue(batcher)
-                with trio.move_on_after(self._cancel_grace_s):
-                    await self._thread(spool.close)
-                    if owns_engine and self._engine is not None:
-                        await self._thread(self._engine.dispose)
-            self._engine = None
-            worker.close()
+            try:
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(self._cancel_grace_s):
+                        await self._rescue(batcher)
+                    with trio.move_on_after(self._cancel_grace_s):
+                        await self._thread(spool.close)
+                        if owns_engine and self._engine is not None:
+                            await self._thread(self._engine.dispose)
+            finally:
+                self._engine = None
+                worker.close()  # even if the cleanup failed: no thread left behind per run
 
     # -- the loop ----------------------------------------------------------------------------
 

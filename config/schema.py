@@ -177,6 +177,9 @@ class WriterConfig:
                                             checks.ge(1))
     retry_initial_s: float = setting(0.5, "First database retry delay.", checks.gt(0))
     retry_max_s: float = setting(30.0, "Largest database retry delay.", checks.gt(0))
+    thread_nice: int = setting(
+        10, "How far below the event loop the database and export threads run (nice, 0-19; "
+        "0 = the loop's own priority).", checks.between(0, 19))
 
 
 @attrs.frozen

@@ -296,7 +296,8 @@ class Runtime:
         from spark.storage.export import aiter_trades_csv
 
         return aiter_trades_csv(self.settings.config.database.url, since, until,
-                                metrics=self.metrics)
+                                metrics=self.metrics,
+                                nice=self.settings.config.writer.thread_nice)
 
     # -- signal target -------------------------------------------------------------------------
 

@@ -40,8 +40,8 @@ also quotes a value with a carriage return, and an empty string, where the csv m
 not; such values do not occur in practice).
 
 Two entry points: :func:`iter_trades_csv` (synchronous generator of ``bytes``: the CLI) and
-:func:`aiter_trades_csv` (async iterator for the HTTP route, pulling one chunk at a time from a
-worker thread).
+:func:`aiter_trades_csv` (async iterator for the HTTP route, pulling one chunk at a time from
+the export's own thread, below the event loop's priority: ``supervision/threads.py``).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ from spark.runtime.metrics import Metrics
 from spark.storage import schema
 from spark.storage.engine import make_engine
 from spark.storage.errors import InvalidTimeBound
-from spark.supervision.threads import BackgroundThread
+from spark.supervision.threads import BACKGROUND_NICE, BackgroundThread
 
 HEADER = (
     "executionId",
@@ -388,15 +388,17 @@ async def aiter_trades_csv(
     *,
     metrics: Metrics | None = None,
     limiter: trio.CapacityLimiter | None = None,
+    nice: int = BACKGROUND_NICE,
 ) -> AsyncIterator[bytes]:
     """:func:`iter_trades_csv` for trio code (e.g. a starlette ``StreamingResponse``).
 
     Each chunk is produced in the export's own low-priority thread and handed over before the
     next one is fetched, so at most one chunk is in memory and a slow client slows the database
-    read instead of filling memory.  (A thread-fed channel would need a nursery inside this generator, which
-    trio forbids across ``yield``.)  Closing the iterator early (client went away) closes the
-    cursor.  Bounds are validated before the first chunk: a bad one raises ``InvalidTimeBound``
-    on the first ``__anext__`` (a route can call :func:`parse_time_bound` first to answer 400).
+    read instead of filling memory.  (A thread-fed channel would need a nursery inside this
+    generator, which trio forbids across ``yield``.)  Closing the iterator early (client went
+    away) closes the cursor.  Bounds are validated before the first chunk: a bad one raises
+    ``InvalidTimeBound`` on the first ``__anext__`` (a route can call :func:`parse_time_bound`
+    first to answer 400).
     """
     parse_time_bound(since)
     parse_time_bound(until)
@@ -404,7 +406,7 @@ async def aiter_trades_csv(
     lane = limiter if limiter is not None else trio.CapacityLimiter(1)
     # Below the event loop's priority, as the writer: an export of a million rows is CPU work
     # the order path must not time-slice with (supervision/threads.py says why and how).
-    worker = BackgroundThread("spark-export")
+    worker = BackgroundThread("spark-export", nice)
 
     def next_chunk() -> bytes | None:
         return next(chunks, None)
@@ -417,9 +419,12 @@ async def aiter_trades_csv(
                 return
             yield chunk
     finally:
-        with trio.CancelScope(shield=True):
-            await worker.run_sync(chunks.close)
-        worker.close()
+        try:
+            with trio.CancelScope(shield=True):
+                async with lane:  # closing may still talk to the database
+                    await worker.run_sync(chunks.close)
+        finally:
+            worker.close()
 
 
 def export_trades(

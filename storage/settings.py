@@ -53,6 +53,8 @@ class WriterSettings:
     spool_segment_max_events: int = attrs.field(default=10_000, validator=_positive)
     retry_initial_s: float = attrs.field(default=0.5, validator=_positive)
     retry_max_s: float = attrs.field(default=30.0, validator=_positive)
+    thread_nice: int = attrs.field(default=10, validator=attrs.validators.and_(
+        attrs.validators.ge(0), attrs.validators.le(19)))
 
     @classmethod
     def from_config(cls, section: Any) -> WriterSettings:
@@ -65,4 +67,5 @@ class WriterSettings:
             spool_segment_max_events=int(section.spool_segment_max_events),
             retry_initial_s=float(section.retry_initial_s),
             retry_max_s=float(section.retry_max_s),
+            thread_nice=int(section.thread_nice),
         )

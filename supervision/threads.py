@@ -19,14 +19,18 @@ that thread might be on the order path (the intent log's fallback append runs in
 the lowered priority stays with a thread that runs nothing else.
 
 Semantics follow ``trio.to_thread.run_sync`` with ``abandon_on_cancel=False``: jobs run one at
-a time, in order; a caller cancelled while its job runs waits for the job to finish (its effect
-happens), gets its result and sees ``Cancelled`` at its next checkpoint; exceptions come back to
-the caller.
+a time, in order, in a copy of the caller's context; a caller cancelled before its job started
+is released and the job skipped; one cancelled while its job runs waits for the job to finish
+(its effect happens), gets its result and sees ``Cancelled`` at its next checkpoint; exceptions
+come back to the caller.  Unlike Trio's threads, a job cannot call back into Trio
+(``trio.from_thread``).  Per-thread priorities are a Linux feature; elsewhere the thread runs at
+the loop's priority and :attr:`BackgroundThread.priority` says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import queue
@@ -48,7 +52,36 @@ T = TypeVar("T")
 #: process's own value; 0-19 is the range an unprivileged process may use).
 BACKGROUND_NICE = 10
 
-_Job = tuple[Callable[[], object], trio.lowlevel.TrioToken, trio.lowlevel.Task]
+class _Job:
+    """One call: what to run, in which context, and who waits for it.  ``state`` moves from
+    ``queued`` to ``running`` (thread) or ``cancelled`` (the caller's abort), under ``lock``."""
+
+    __slots__ = ("context", "fn", "lock", "state", "task", "token")
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.fn = fn
+        self.context = contextvars.copy_context()
+        self.task = trio.lowlevel.current_task()
+        self.token = trio.lowlevel.current_trio_token()
+        self.lock = threading.Lock()
+        self.state = "queued"
+
+    def abort(self, _: object) -> trio.lowlevel.Abort:
+        with self.lock:
+            if self.state == "queued":
+                self.state = "cancelled"  # never started: the thread will skip it
+                return trio.lowlevel.Abort.SUCCEEDED
+        return trio.lowlevel.Abort.FAILED  # under way: the caller waits for it
+
+    def run(self) -> None:
+        with self.lock:
+            if self.state == "cancelled":
+                return
+            self.state = "running"
+        result = outcome.capture(self.context.run, self.fn)
+        # RunFinishedError: the Trio run that asked is over; nobody is waiting.
+        with contextlib.suppress(trio.RunFinishedError):
+            self.token.run_sync_soon(trio.lowlevel.reschedule, self.task, result)
 
 
 class BackgroundThread:
@@ -66,20 +99,20 @@ class BackgroundThread:
         self.priority: str | None = None
 
     async def run_sync(self, fn: Callable[[], T]) -> T:
-        """Run ``fn()`` in the thread and return its result (or raise its exception)."""
+        """Run ``fn()`` in the thread (in a copy of the caller's context) and return its
+        result or raise its exception.  Cancelled before the job started: it never runs.
+        Cancelled while it runs: the caller waits for it, gets its result and sees
+        ``Cancelled`` at its next checkpoint.  (``trio.from_thread`` does not work in a job.)"""
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise RuntimeError(f"background thread {self.name} is closed")
         if self._thread is None:
-            self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
-            self._thread.start()
-        task = trio.lowlevel.current_task()
-        self._jobs.put((fn, trio.lowlevel.current_trio_token(), task))
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            return trio.lowlevel.Abort.FAILED  # the job is under way: wait for it
-
-        result: T = await trio.lowlevel.wait_task_rescheduled(abort)
+            thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+            thread.start()  # if this raises, nothing is queued and nobody waits
+            self._thread = thread
+        job = _Job(fn)
+        self._jobs.put(job)
+        result: T = await trio.lowlevel.wait_task_rescheduled(job.abort)
         return result
 
     def close(self) -> None:
@@ -97,11 +130,7 @@ class BackgroundThread:
             job = self._jobs.get()
             if job is None:
                 return
-            fn, token, task = job
-            result = outcome.capture(fn)
-            # RunFinishedError: the Trio run that asked is over; nobody is waiting.
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+            job.run()
 
 
 def _lower_priority(nice: int) -> str:

@@ -200,3 +200,13 @@ def test_any_unknown_key_is_an_error(key: str) -> None:
         return
     with pytest.raises(ConfigError, match=rf"^risk\.{key}: "):
         loads(f"[risk]\n{key} = 1\n")
+
+
+def test_writer_thread_nice_is_a_nice_value_and_reaches_the_writer() -> None:
+    from spark.storage.settings import WriterSettings
+
+    [line] = problems_of("[writer]\nthread_nice = 25\n")
+    assert line == "writer.thread_nice: must be between 0 and 19, got 25"
+    config = loads("[writer]\nthread_nice = 0\n")
+    assert WriterSettings.from_config(config.writer).thread_nice == 0
+    assert WriterSettings.from_config(loads("").writer).thread_nice == 10

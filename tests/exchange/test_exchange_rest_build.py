@@ -54,6 +54,51 @@ async def test_post_order_built_like_build_request() -> None:
         await client.aclose()
 
 
+def _every_request() -> list[codec.RestRequest]:
+    """One of each request the client sends, spot and futures."""
+    order = {"symbol": "BTCUSDT", "side": "BUY", "order_type": "LIMIT",
+             "quantity": Decimal("0.001"), "price": Decimal("100.5"), "time_in_force": "GTC",
+             "new_client_order_id": "spk-test-1"}
+    return [
+        codec.spot_time(), codec.spot_exchange_info(), codec.spot_exchange_info(["BTCUSDT"]),
+        codec.spot_place_order(**order),  # type: ignore[arg-type]
+        codec.spot_query_order("BTCUSDT", orig_client_order_id="spk-test-1"),
+        codec.spot_cancel_order("BTCUSDT", orig_client_order_id="spk-test-1"),
+        codec.spot_open_orders("BTCUSDT"), codec.spot_account(),
+        codec.futures_time(), codec.futures_exchange_info(),
+        codec.futures_listen_key_create(), codec.futures_listen_key_keepalive(),
+        codec.futures_listen_key_close(),
+        codec.futures_place_order(**order),  # type: ignore[arg-type]
+        codec.futures_query_order("BTCUSDT", orig_client_order_id="spk-test-1"),
+        codec.futures_cancel_order("BTCUSDT", orig_client_order_id="spk-test-1"),
+        codec.futures_open_orders("BTCUSDT"),
+    ]
+
+
+async def test_every_request_goes_out_as_build_request_would_send_it() -> None:
+    """Byte for byte, bodiless requests included (httpx adds ``Content-Length: 0`` to an
+    empty POST or PUT and nothing to a GET or DELETE)."""
+    client = RestClient(venue_profile("sim", rest_url="http://127.0.0.1:9"), CREDS)
+    try:
+        for request in _every_request():
+            encoded = codec.encode(
+                request, CREDS, recv_window_ms=5000,
+                timestamp_ms=1_790_000_000_000 if request.endpoint.security.name == "SIGNED"
+                else None)
+            reference = client._http.build_request(
+                encoded.method, encoded.target, content=encoded.body or None,
+                headers=encoded.headers)
+            wire = _serialize(reference, reference.read()).data
+            built = client._build(encoded, _SendTrace())
+            if isinstance(built, _Prepared):
+                sent = built.template.payload(built.body).data
+            else:
+                sent = _serialize(built, built.read()).data
+            assert sent == wire, (encoded.method, encoded.path)
+    finally:
+        await client.aclose()
+
+
 async def test_a_head_that_cannot_be_sent_safely_is_refused_before_sending() -> None:
     """A CR LF in a header value (here the API key) would let the value forge headers: the
     template refuses it, the call fails as "nothing sent", and the value is not in the text."""

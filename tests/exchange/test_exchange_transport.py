@@ -26,10 +26,10 @@ import pytest
 import trio
 
 from spark.exchange.credentials import Credentials
-from spark.exchange.errors import UnknownExecutionStatus
+from spark.exchange.errors import TransportError, UnknownExecutionStatus
 from spark.exchange.models import OrderAck
 from spark.exchange.rest import RestClient, RestConfig
-from spark.exchange.transport import Http11Transport, default_ssl_context
+from spark.exchange.transport import Http11Transport, RequestTemplate, default_ssl_context
 from spark.exchange.venues import venue_profile
 
 STARTED = "http11.send_request_headers.started"
@@ -254,29 +254,38 @@ async def test_no_other_task_runs_between_the_write_and_its_trace(server: RawSer
     """The "bytes on the socket" trace comes straight after the write on plain TCP: a busy
     task that counts its scheduler turns makes no progress between "started" and "complete"
     (trio's ``send_all`` would yield after its send and let it run)."""
-    turns = 0
-    seen: dict[str, int] = {}
-
-    async def busy() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await trio.sleep(0)
-
-    async def trace(name: str, info: dict[str, Any]) -> None:
-        seen[name] = turns
-
+    turns = TurnCounter()
     async with client_for(server.url, Http11Transport()) as client, \
             trio.open_nursery() as nursery:
         await client.get("/ok")  # a kept-alive connection: the next request only writes
-        nursery.start_soon(busy)
+        nursery.start_soon(turns.busy)
         for _ in range(20):
-            seen.clear()
-            response = await client.post("/echo", content=b"k=v", extensions={"trace": trace})
+            turns.seen.clear()
+            response = await client.post("/echo", content=b"k=v",
+                                         extensions={"trace": turns.trace})
             assert response.json()["body"] == "k=v"
-            assert seen[STARTED] == seen["http11.send_request_body.complete"], seen
-        assert turns > 20  # the busy task did run, just never in between
+            turns.check()
+        assert turns.turns > 20  # the busy task did run, just never in between
         nursery.cancel_scope.cancel()
+
+
+class TurnCounter:
+    """A busy task counting its scheduler turns, and a trace noting the count at each name."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self.seen: dict[str, int] = {}
+
+    async def busy(self) -> None:
+        while True:
+            self.turns += 1
+            await trio.sleep(0)
+
+    async def trace(self, name: str, info: dict[str, Any]) -> None:
+        self.seen[name] = self.turns
+
+    def check(self) -> None:
+        assert self.seen[STARTED] == self.seen["http11.send_request_body.complete"], self.seen
 
 
 async def test_server_connection_close_is_honoured(server: RawServer) -> None:
@@ -614,6 +623,122 @@ async def test_rest_drop_after_sending_is_unknown(server: RawServer) -> None:
     async with client:
         with pytest.raises(UnknownExecutionStatus):
             await client.server_time()
+
+
+# --- prepared requests (RequestTemplate + send_prepared: the order path) -----------------------
+
+TIMEOUTS = {"connect": 2.0, "read": 2.0, "write": 2.0, "pool": 2.0}
+
+
+def template_for(url: str, path: str = "/echo") -> RequestTemplate:
+    with httpx.Client(base_url=url, trust_env=False) as builder:
+        return RequestTemplate(builder.build_request(
+            "POST", path, headers={"X-MBX-APIKEY": "key",
+                                   "Content-Type": "application/x-www-form-urlencoded"}))
+
+
+async def test_prepared_request_goes_out_as_httpx_would_send_it(server: RawServer) -> None:
+    transport = Http11Transport()
+    template = template_for(server.url)
+    trace = Trace()
+    try:
+        response = await transport.send_prepared(template, b"k=v&s=1", TIMEOUTS, trace)
+        await response.aread()
+        assert response.json()["body"] == "k=v&s=1"
+        async with client_for(server.url, Http11Transport()) as client:
+            await client.post("/echo", content=b"k=v&s=1", headers={
+                "X-MBX-APIKEY": "key", "Content-Type": "application/x-www-form-urlencoded"})
+        assert bytes(server.wire[1]) == bytes(server.wire[2])
+        assert trace.names[0] == STARTED and BODY_COMPLETE in trace.names
+    finally:
+        await transport.aclose()
+
+
+async def test_prepared_no_other_task_runs_between_the_write_and_its_trace(
+        server: RawServer) -> None:
+    turns = TurnCounter()
+    transport = Http11Transport()
+    template = template_for(server.url)
+    try:
+        await (await transport.send_prepared(template, b"k=v", TIMEOUTS)).aread()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(turns.busy)
+            for _ in range(20):
+                turns.seen.clear()
+                await (await transport.send_prepared(template, b"k=v", TIMEOUTS,
+                                                     turns.trace)).aread()
+                turns.check()
+            assert turns.turns > 20
+            nursery.cancel_scope.cancel()
+    finally:
+        await transport.aclose()
+
+
+async def test_prepared_connect_refused_emits_no_started() -> None:
+    trace = Trace()
+    transport = Http11Transport()
+    template = template_for(f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(httpx.ConnectError):
+        await transport.send_prepared(template, b"x=1", TIMEOUTS, trace)
+    assert trace.names == [] and transport.stats().free_slots == 16
+
+
+async def test_prepared_drop_after_sending_emits_started(server: RawServer) -> None:
+    trace = Trace()
+    transport = Http11Transport()
+    try:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await transport.send_prepared(template_for(server.url, "/drop"), b"x=1", TIMEOUTS,
+                                          trace)
+        assert trace.names[0] == STARTED and server.requests[0].body == b"x=1"
+    finally:
+        await transport.aclose()
+
+
+async def test_prepared_read_timeout_and_pool_timeout(server: RawServer) -> None:
+    transport = Http11Transport(max_connections=1)
+    try:
+        trace = Trace()
+        with pytest.raises(httpx.ReadTimeout):
+            await transport.send_prepared(template_for(server.url, "/hang"), b"x=1",
+                                          {**TIMEOUTS, "read": 0.2}, trace)
+        assert STARTED in trace.names
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.send_prepared, template_for(server.url, "/hang"),
+                               b"x=1", TIMEOUTS)
+            await wait_until(lambda: len(server.requests) == 2)
+            trace = Trace()
+            with pytest.raises(httpx.PoolTimeout):
+                await transport.send_prepared(template_for(server.url), b"x=1",
+                                              {**TIMEOUTS, "pool": 0.2}, trace)
+            assert trace.names == []
+            nursery.cancel_scope.cancel()
+        assert transport.stats().free_slots == 1
+    finally:
+        await transport.aclose()
+
+
+async def test_prepared_on_a_closed_transport_is_refused_before_sending(
+        server: RawServer) -> None:
+    transport = Http11Transport()
+    await transport.aclose()
+    trace = Trace()
+    with pytest.raises(httpx.ConnectError, match="closed"):
+        await transport.send_prepared(template_for(server.url), b"x=1", TIMEOUTS, trace)
+    assert trace.names == [] and server.requests == []
+
+
+async def test_rest_order_on_a_closed_client_is_not_sent(server: RawServer) -> None:
+    """A closed client refuses an order as "nothing sent" (``TransportError``), not as an
+    unknown outcome, and the venue sees nothing."""
+    client = RestClient(venue_profile("sim", rest_url=server.url), Credentials.hmac("k", "s"),
+                        config=RestConfig(read_timeout_s=2.0))
+    async with client:
+        await client.sync_time()
+    with pytest.raises(TransportError, match="before sending"):
+        await client.place_order("BTCUSDT", "BUY", "MARKET", new_client_order_id="c-1",
+                                 quantity=Decimal("0.001"))
+    assert [request.method for request in server.requests] == ["GET"]
 
 
 # --- TLS ---------------------------------------------------------------------------------------

@@ -6,7 +6,10 @@ would skip over); every wait is bounded by ``trio.fail_after``.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from spark.storage import records as r
 from spark.storage.engine import make_engine
 from spark.storage.migrate import upgrade
 from spark.storage.settings import DatabaseSettings, WriterSettings
+from spark.storage.sink import Sink
 from spark.storage.spool import REJECTED_NAME, Spool
 from spark.supervision import ChildContext
 
@@ -160,6 +164,41 @@ async def test_normal_flow_every_record_once_and_latency_observed(
     assert histogram_count(metrics) == 2 * len(records)
     assert spooled_gauge(metrics) == 0
     assert not list((tmp_path / "spool").glob("segment-*"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux only")
+async def test_database_work_runs_in_one_thread_below_the_loop_and_ends_with_the_run(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    """``[writer] thread_nice``: every database call runs in the writer's own thread at that
+    many nice steps below the loop, and each run (a restart makes a new one) leaves no thread
+    behind."""
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[tuple[str, int]] = []
+    sink_write = Sink.write_isolating
+
+    def spy(self: Sink, records: list[r.Record]) -> Any:
+        me = threading.current_thread()
+        seen.append((me.name, os.getpriority(os.PRIO_PROCESS, me.native_id or 0)))
+        return sink_write(self, records)
+
+    def writer_threads() -> int:
+        return sum(t.name == "spark-writer" and t.is_alive() for t in threading.enumerate())
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Sink, "write_isolating", spy)
+        before = writer_threads()
+        for run in range(2):
+            cfg = settings(tmp_path, thread_nice=5)
+            send, receive = open_inbox(cfg)
+            writer = Writer(cfg, database(migrated_url), receive, Metrics(process=False))
+            async with trio.open_nursery() as nursery:
+                await nursery.start(writer.run, ChildContext("writer"))
+                async with send:
+                    await send.send(stamped([trade(100 + run)])[0])
+            await wait_for(lambda: writer_threads() == before)
+    assert seen and all(name == "spark-writer" for name, _ in seen)
+    assert {nice for _, nice in seen} == {min(19, loop_nice + 5)}
 
 
 async def test_polite_stop_drains_the_inbox(migrated_url: str, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 import threading
@@ -120,3 +121,92 @@ async def test_closed_refuses_new_jobs_and_the_thread_exits() -> None:
         await worker.run_sync(lambda: 2)
     await trio.to_thread.run_sync(thread.join, 5)
     assert not thread.is_alive()
+
+
+async def test_a_caller_cancelled_before_its_job_starts_is_released_and_the_job_skipped() -> None:
+    worker = BackgroundThread("test-bg")
+    release = threading.Event()
+    ran: list[str] = []
+
+    def blocker() -> None:
+        release.wait(5)
+        ran.append("blocker")
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.run_sync, blocker)
+            await trio.sleep(0.01)  # the blocker is running; the next job queues behind it
+            with trio.move_on_after(0.05) as scope:
+                await worker.run_sync(lambda: ran.append("queued"))
+            assert scope.cancelled_caught  # released at once, not after the blocker
+            release.set()
+        assert await worker.run_sync(lambda: "next") == "next"
+        assert ran == ["blocker"]  # the cancelled job never ran
+    finally:
+        release.set()
+        worker.close()
+
+
+async def test_jobs_see_the_callers_context_variables() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    worker = BackgroundThread("test-bg")
+    try:
+        var.set("caller")
+        assert await worker.run_sync(var.get) == "caller"
+    finally:
+        worker.close()
+
+
+async def test_a_base_exception_in_a_job_reaches_the_caller_and_the_thread_lives_on() -> None:
+    worker = BackgroundThread("test-bg")
+    try:
+        def leave() -> None:
+            raise SystemExit(3)
+
+        with pytest.raises(SystemExit):
+            await worker.run_sync(leave)
+        assert await worker.run_sync(lambda: "alive") == "alive"
+    finally:
+        worker.close()
+
+
+async def test_a_thread_that_cannot_start_fails_the_call_instead_of_hanging(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = BackgroundThread("test-bg")
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    for _ in range(2):  # the second call must not wait on a job nobody runs
+        with trio.fail_after(2), pytest.raises(RuntimeError, match="can't start"):
+            await worker.run_sync(lambda: 1)
+    monkeypatch.undo()
+    try:
+        assert await worker.run_sync(lambda: 2) == 2  # and it starts once it can
+    finally:
+        worker.close()
+
+
+async def test_close_lets_queued_jobs_finish() -> None:
+    worker = BackgroundThread("test-bg")
+    release = threading.Event()
+    done: list[int] = []
+
+    def job(n: int) -> int:
+        release.wait(5)
+        done.append(n)
+        return n
+
+    results: list[int] = []
+
+    async def call(n: int) -> None:
+        results.append(await worker.run_sync(lambda: job(n)))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(3):
+            nursery.start_soon(call, n)
+            await trio.sleep(0.01)
+        worker.close()
+        release.set()
+    assert sorted(results) == [0, 1, 2] and done == [0, 1, 2]
