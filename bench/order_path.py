@@ -8,6 +8,7 @@
     .venv/bin/python bench/order_path.py --writer-delay-ms 5  # fewer database commits per order
     .venv/bin/python bench/order_path.py --attribute      # what the event loop did meanwhile
     .venv/bin/python bench/order_path.py --concurrent-export  # an operator exporting meanwhile
+    .venv/bin/python bench/order_path.py --hog --thread-nice 0  # a noisy neighbour on the core
 
 One run starts the simulated venue in its own process (``python -m spark.runtime.cli venue
 --port 0``, so it has its own event loop and, load permitting, its own core), builds the real
@@ -84,11 +85,12 @@ import pstats
 import re
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,7 @@ url = "sqlite:///{state}/spark.db"
 [writer]
 spool_dir = "{state}/spool"
 batch_max_delay_ms = {writer_delay_ms}
+thread_nice = {thread_nice}
 
 [risk]
 whitelist = ["{symbol}"]
@@ -553,6 +556,22 @@ async def place_orders(runtime: Any, probe: Probe, count: int, start_index: int,
         await settle(runtime, answer.get("clientOrderId"), settle_s)
 
 
+@contextlib.contextmanager
+def cpu_hog(enabled: bool) -> Iterator[None]:
+    """``--hog``: a busy process at normal priority on this process's CPUs (a noisy
+    neighbour on the runtime's core), for as long as the block runs."""
+    if not enabled:
+        yield
+        return
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(hog.pid, os.sched_getaffinity(0))
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
+
+
 async def export_forever(runtime: Any) -> None:
     """``--concurrent-export``: an operator exporting trades over and over while orders flow,
     through the runtime's own export path (the control port's ``GET`` export route)."""
@@ -570,7 +589,8 @@ async def runtime_phase(venue: VenueProcess, folder: Path,
     state.mkdir()
     config = folder / "spark.toml"
     config.write_text(RUNTIME_TOML.format(state=state, venue_url=venue.url, symbol=SYMBOL,
-                                           writer_delay_ms=args.writer_delay_ms))
+                                           writer_delay_ms=args.writer_delay_ms,
+                                           thread_nice=args.thread_nice))
     settings = load(config, bench_env())
     problem = await trio.to_thread.run_sync(prepare_database, settings.config.database.url)
     if problem is not None:
@@ -607,7 +627,7 @@ async def runtime_phase(venue: VenueProcess, folder: Path,
             recorder = StepRecorder() if args.attribute else None
             if recorder is not None:
                 trio.lowlevel.add_instrument(recorder)
-            with cpu_split(venue.pid, cpu):
+            with cpu_split(venue.pid, cpu), cpu_hog(args.hog):
                 async with trio.open_nursery() as background:
                     if args.concurrent_export:
                         background.start_soon(export_forever, runtime)
@@ -763,6 +783,10 @@ def report(args: argparse.Namespace, result: RuntimeResult, floor: list[float],
              f"bench+runtime on CPUs {sorted(pinned[0])}, venue on {sorted(pinned[1])}"))
     if args.concurrent_export:
         print("load: the trades table exported over and over while measuring")
+    if args.hog:
+        print("load: a busy process of normal priority on the runtime's CPU while measuring")
+    if args.thread_nice != 10:
+        print(f"[writer] thread_nice = {args.thread_nice}")
     print("mode: " + ("back-to-back (next order as soon as the previous is answered)"
                       if not args.settle_ms else
                       f"settled (previous order final, then {args.settle_ms:g} ms idle)"))
@@ -893,6 +917,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "shipped default): how long a record waits for company")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                         help="give the venue process a CPU of its own (default: on)")
+    parser.add_argument("--thread-nice", type=int, default=10,
+                        help="[writer] thread_nice for the runtime (default 10, the shipped "
+                             "default; 0 runs the database thread at the loop's priority)")
+    parser.add_argument("--hog", action="store_true",
+                        help="run a busy process of normal priority on the runtime's CPU "
+                             "while measuring (a noisy neighbour)")
     parser.add_argument("--concurrent-export", action="store_true",
                         help="export the trades table over and over while measuring (the "
                              "runtime's export path, as the control port's route uses it)")
