@@ -210,3 +210,14 @@ async def test_close_lets_queued_jobs_finish() -> None:
         worker.close()
         release.set()
     assert sorted(results) == [0, 1, 2] and done == [0, 1, 2]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="OS thread names via prctl are Linux only")
+async def test_the_os_thread_carries_the_name() -> None:
+    worker = BackgroundThread("spark-writer-with-a-long-name")
+    try:
+        tid = await worker.run_sync(threading.get_native_id)
+        with open(f"/proc/self/task/{tid}/comm") as comm:
+            assert comm.read().strip() == "spark-writer-wi"  # the kernel keeps 15 bytes
+    finally:
+        worker.close()
