@@ -370,7 +370,7 @@ class IntentLog:
             record = intent.to_json() + b"\n"
             size = len(voids) + len(record)
             reach = max(self._offset + size, self._tail_base + self._scrap_end)
-            if reach + -reach % BLOCK > self._allocated or size > len(aio.buffer) - BLOCK:
+            if not self._preallocated(reach) or size > len(aio.buffer) - BLOCK:
                 return IntentWrite(self, intent, None)
             start = self._offset + len(voids)
             first, length, at, end, dirty = self._stage(aio, voids + record)
@@ -388,6 +388,11 @@ class IntentLog:
             return IntentWrite(self, intent, flight)
         finally:
             self._lock.release()
+
+    def _preallocated(self, reach: int) -> bool:
+        """Whether the file already holds the whole block that offset ``reach`` ends in (an
+        AIO write covers whole blocks)."""
+        return reach + -reach % BLOCK <= self._allocated
 
     def _void_lines(self) -> tuple[bytes, int]:
         """Void lines for records dropped since the last write (settled ones only), and how
@@ -475,9 +480,9 @@ class IntentLog:
             return
         end = self._offset + len(record)
         reach = max(end, self._tail_base + self._scrap_end)
-        if reach + -reach % BLOCK > self._allocated:
+        if not self._preallocated(reach):
             async with self._extension_lock:  # a background extension may be under way
-                if reach + -reach % BLOCK > self._allocated:
+                if not self._preallocated(reach):
                     await trio.to_thread.run_sync(self._extend, reach - self._offset + BLOCK,
                                                   limiter=self._limiter)
         first, length, at, end, dirty = self._stage(aio, record)

@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import bisect
 import contextlib
 import cProfile
 import gc
@@ -455,15 +456,23 @@ class StepRecorder(trio.abc.Instrument):
         self.io_times.append(time.perf_counter())
 
 
+def perf_counter_offset() -> float:
+    """trio's clock minus ``time.perf_counter`` (trio's SystemClock is perf_counter plus a
+    fixed offset): turns the orders' trio timestamps into the GC and step recorders' base."""
+    return trio.current_time() - time.perf_counter()
+
+
 def loop_time_by_task(orders: Sequence[OrderTimes], recorder: StepRecorder) -> dict[str, float]:
     """Seconds per task name (plus ``[io wait]`` and ``[loop itself]``) inside the orders'
     accepted→bytes-sent windows, summed over ``orders``."""
-    offset = trio.current_time() - time.perf_counter()
+    offset = perf_counter_offset()
     windows = sorted((o.accepted - offset, o.bytes_sent - offset) for o in orders)
+    ends = [w_end for _, w_end in windows]  # ascending too: one order in flight at a time
     totals: dict[str, float] = {}
 
     def add(start: float, end: float, name: str) -> None:
-        for w_start, w_end in windows:
+        # From the first window that ends after ``start``, not from the first window.
+        for w_start, w_end in windows[bisect.bisect_right(ends, start):]:
             if w_start >= end:
                 break
             overlap = min(end, w_end) - max(start, w_start)
@@ -663,8 +672,7 @@ async def runtime_phase(venue: VenueProcess, folder: Path,
 
 def orders_hit_by_gc(orders: Sequence[OrderTimes], pauses: Sequence[tuple[float, float]]) -> int:
     """Orders whose accepted→bytes-sent window overlaps a GC pause (same perf_counter base)."""
-    # trio's SystemClock is perf_counter plus a fixed offset; recover the offset once.
-    offset = trio.current_time() - time.perf_counter()
+    offset = perf_counter_offset()
     hit = 0
     for times in orders:
         start, end = times.accepted - offset, times.bytes_sent - offset

@@ -396,4 +396,3 @@ def stored_order(row: Mapping[Any, Any], trades: Sequence[Mapping[Any, Any]]) ->
         trade_ids=frozenset(int(t["trade_id"]) for t in trades),
         reject_reason=row["reason"],
     )
-

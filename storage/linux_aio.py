@@ -22,11 +22,10 @@ starts (or at close), so its buffer is never reused early.
 
 :func:`open_aio` returns ``None`` (with the reason) where this cannot work — not Linux, an
 architecture whose syscall numbers we do not know, a 32-bit Python, a filesystem without
-``O_DIRECT``,
-``io_setup`` refused — and the caller falls back to its thread path; callers should also try
-one real write (:meth:`AioFile.write_blocking`), which some filesystems refuse although they
-accept ``O_DIRECT`` at open.  (tmpfs accepts ``O_DIRECT`` since Linux 6.6; it is no place for a
-log that must survive a power cut either way.)
+``O_DIRECT``, ``io_setup`` refused — and the caller falls back to its thread path; callers
+should also try one real write (:meth:`AioFile.write_blocking`), which some filesystems refuse
+although they accept ``O_DIRECT`` at open.  (tmpfs accepts ``O_DIRECT`` since Linux 6.6; it
+is no place for a log that must survive a power cut either way.)
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ T = TypeVar("T")
 #: process's own value; 0-19 is the range an unprivileged process may use).
 BACKGROUND_NICE = 10
 
+
 class _Job:
     """One call: what to run, in which context, and who waits for it.  ``state`` moves from
     ``queued`` to ``running`` (thread) or ``cancelled`` (the caller's abort), under ``lock``."""
